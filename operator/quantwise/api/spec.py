@@ -1,0 +1,563 @@
+"""The QuantizedModel spec: what the user asks for.
+
+These models are the one source of truth for the CRD (``quantwise crd`` generates
+``crds/quantizedmodels.quantwise.dev.yaml`` from them) and for the operator and CLI, which parse
+manifests with them. Rules that the API server can check at admission are written twice on
+purpose: as CEL (``x-kubernetes-validations``) for ``kubectl apply``, and as pydantic validators
+for the CLI and for objects that reached the cluster before a rule existed. The CRD tests check
+that both agree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from quantwise.api.base import ApiModel, cel
+from quantwise.planning.gpus import GPU_NAMES
+from quantwise.planning.kvcache import KVCacheDtype
+
+Method = Literal["awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none"]
+
+METHODS: tuple[str, ...] = ("awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none")
+
+# Weight bits each method can produce with llm-compressor (its preset schemes W4A16, W8A16,
+# W8A8, FP8, FP8_DYNAMIC). ``none`` validates an existing checkpoint, whatever it holds.
+METHOD_BITS: dict[str, tuple[int, ...]] = {
+    "awq": (4,),
+    "gptq": (4, 8),
+    "w8a8-int8": (8,),
+    "fp8": (8,),
+    "fp8-dynamic": (8,),
+    "none": (2, 3, 4, 8, 16),
+}
+DEFAULT_BITS: dict[str, int] = {"awq": 4, "gptq": 4, "w8a8-int8": 8, "fp8": 8, "fp8-dynamic": 8}
+GROUPED_METHODS: tuple[str, ...] = ("awq", "gptq")
+DEFAULT_GROUP_SIZE = 128
+# Group sizes vLLM's Marlin kernels accept (vllm/model_executor/layers/quantization/utils/
+# marlin_utils.py, MARLIN_SUPPORTED_GROUP_SIZES); -1 means one group per output channel.
+GROUP_SIZES: tuple[int, ...] = (-1, 32, 64, 128)
+CALIBRATED_METHODS: tuple[str, ...] = ("awq", "gptq", "w8a8-int8", "fp8")
+
+# Flags the planner sets; extraArgs must not set them again (vLLM keeps the last occurrence,
+# which would silently undo the plan).
+PLANNED_FLAGS: tuple[str, ...] = (
+    "--model",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "--pipeline-parallel-size",
+    "--gpu-memory-utilization",
+    "--max-model-len",
+    "--max-num-seqs",
+    "--max-num-batched-tokens",
+    "--kv-cache-dtype",
+    "--quantization",
+    "--port",
+    "--host",
+    "-tp",
+    "-pp",
+)
+
+# Kubernetes names: the model's Service is named after it, so it must be a DNS-1035 label, and
+# the quantization Job "<name>-quantize-<hash8>" must stay within 63 characters.
+MAX_NAME_LENGTH = 45
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+K8S_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A relative path inside a volume: no leading slash, no "..", no empty segments.
+REL_PATH_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+HF_REPO_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$"
+MAX_CONTEXT_TOKENS = 10_485_760  # 10 Mi tokens: the longest context any public model claims.
+
+K8sName = Annotated[str, Field(min_length=1, max_length=253, pattern=K8S_NAME_PATTERN)]
+RelPath = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=1024,
+        pattern=REL_PATH_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.matches('(^|/)[.][.]?(/|$)')",
+                    "must not contain '.' or '..' segments",
+                )
+            ]
+        },
+    ),
+]
+Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
+
+
+class SecretKeyRef(ApiModel):
+    """A key in a Secret in the QuantizedModel's namespace."""
+
+    name: K8sName = Field(description="Name of the Secret.")
+    key: str = Field(min_length=1, max_length=253, description="Key in the Secret's data.")
+
+
+class HuggingFaceSource(ApiModel):
+    """A model on the Hugging Face Hub, downloaded by the quantization Job (never the operator)."""
+
+    repo: str = Field(
+        max_length=200,
+        pattern=HF_REPO_PATTERN,
+        description="Repository id, ORG/NAME, e.g. meta-llama/Llama-3.1-8B-Instruct.",
+    )
+    revision: str = Field(
+        default="main",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_./-]+$",
+        description="Branch, tag or commit of the repository.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token, for gated models. Passed to the "
+        "Job's container as HF_TOKEN; the operator never reads it.",
+    )
+
+
+class PvcLocation(ApiModel):
+    """A directory on a PersistentVolumeClaim in the QuantizedModel's namespace."""
+
+    claim_name: K8sName = Field(description="Name of the PersistentVolumeClaim.")
+    path: RelPath = Field(description="Directory inside the volume, relative to its root.")
+
+
+class Source(ApiModel):
+    """Where the base (or already quantized) model comes from: exactly one of its fields."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "(has(self.huggingFace) ? 1 : 0) + (has(self.pvc) ? 1 : 0) == 1",
+                    "exactly one of spec.source.huggingFace or spec.source.pvc must be set",
+                )
+            ]
+        }
+    }
+
+    hugging_face: HuggingFaceSource | None = Field(
+        default=None, description="A Hugging Face Hub repository."
+    )
+    pvc: PvcLocation | None = Field(
+        default=None, description="A model directory on a PersistentVolumeClaim."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Source:
+        if (self.hugging_face is None) == (self.pvc is None):
+            raise ValueError(
+                "exactly one of spec.source.huggingFace or spec.source.pvc must be set"
+            )
+        return self
+
+
+class Calibration(ApiModel):
+    """Calibration data for methods that need it (awq, gptq, w8a8-int8, fp8)."""
+
+    dataset: str = Field(
+        default="HuggingFaceH4/ultrachat_200k",
+        min_length=1,
+        max_length=1024,
+        description="A Hugging Face dataset id, or the path of a JSONL or text file on a volume "
+        "mounted into the Job (clusters without internet access).",
+    )
+    samples: int = Field(
+        default=256, ge=1, le=65536, description="Number of calibration samples."
+    )
+    sequence_length: int = Field(
+        default=512, ge=16, le=32768, description="Tokens per calibration sample."
+    )
+
+
+def _bits_rule() -> dict[str, str]:
+    clauses = " || ".join(
+        f"(self.method == '{m}' && self.bits in [{', '.join(str(b) for b in bits)}])"
+        for m, bits in METHOD_BITS.items()
+    )
+    allowed = "; ".join(
+        f"{m}: {', '.join(str(b) for b in bits)}" for m, bits in METHOD_BITS.items()
+    )
+    return cel(
+        f"!has(self.bits) || {clauses}",
+        f"spec.quantization.bits is not allowed for this method (allowed: {allowed})",
+        ".bits",
+    )
+
+
+class Quantization(ApiModel):
+    """How to quantize the model, or ``method: none`` to validate and serve it as it is."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                _bits_rule(),
+                cel(
+                    "!has(self.groupSize) || self.method in ['awq', 'gptq', 'none']",
+                    "spec.quantization.groupSize applies only to awq, gptq and none; "
+                    "w8a8-int8 and fp8 quantize per channel or per tensor",
+                    ".groupSize",
+                ),
+                cel(
+                    "!has(self.symmetric) || self.method in ['awq', 'gptq', 'w8a8-int8', 'none']",
+                    "spec.quantization.symmetric applies only to awq, gptq and w8a8-int8; "
+                    "fp8 is always symmetric",
+                    ".symmetric",
+                ),
+            ]
+        }
+    }
+
+    method: Method = Field(
+        description="awq and gptq: 4-bit (gptq also 8-bit) weights, 16-bit activations; "
+        "w8a8-int8: SmoothQuant + GPTQ INT8 weights and activations; fp8: FP8 weights and "
+        "activations with calibrated scales (compute capability 8.9+ for the fast path); "
+        "fp8-dynamic: FP8 weights, dynamic activation scales, no calibration; none: the source "
+        "is already quantized (or is to be served as it is): validate and serve it."
+    )
+    bits: Literal[2, 3, 4, 8, 16] | None = Field(
+        default=None,
+        description="Weight bits. Default: 4 for awq and gptq, 8 for w8a8-int8 and fp8. With "
+        "method none, the bits the checkpoint is expected to hold.",
+    )
+    group_size: Literal[-1, 32, 64, 128] | None = Field(
+        default=None,
+        description="Weights per quantization group (awq, gptq); -1 for one group per output "
+        "channel. Default 128. Marlin kernels accept -1, 32, 64 and 128.",
+    )
+    symmetric: bool | None = Field(
+        default=None,
+        description="Symmetric quantization (no zero point). Default: false for awq, true "
+        "otherwise.",
+    )
+    calibration: Calibration = Field(
+        default_factory=Calibration, description="Calibration data (ignored by fp8-dynamic and none)."
+    )
+    ignore: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=lambda: ["lm_head"],
+        max_length=256,
+        description="Modules left unquantized: names or 're:' regular expressions.",
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Quantization:
+        if self.bits is not None and self.bits not in METHOD_BITS[self.method]:
+            allowed = ", ".join(str(b) for b in METHOD_BITS[self.method])
+            raise ValueError(
+                f"spec.quantization.bits {self.bits} is not allowed for method {self.method} "
+                f"(allowed: {allowed})"
+            )
+        if self.group_size is not None and self.method not in (*GROUPED_METHODS, "none"):
+            raise ValueError(
+                f"spec.quantization.groupSize applies only to awq, gptq and none, not "
+                f"{self.method}: remove it"
+            )
+        if self.symmetric is not None and self.method in ("fp8", "fp8-dynamic"):
+            raise ValueError(
+                f"spec.quantization.symmetric does not apply to {self.method}: remove it"
+            )
+        return self
+
+    @property
+    def effective_bits(self) -> int | None:
+        """Weight bits after defaults; None for method none without bits."""
+        return self.bits if self.bits is not None else DEFAULT_BITS.get(self.method)
+
+    @property
+    def effective_group_size(self) -> int | None:
+        """Group size after defaults; None where the method does not group."""
+        if self.group_size is not None:
+            return self.group_size
+        return DEFAULT_GROUP_SIZE if self.method in GROUPED_METHODS else None
+
+    @property
+    def effective_symmetric(self) -> bool:
+        """Symmetry after defaults (AWQ defaults to asymmetric, as AutoAWQ does)."""
+        if self.symmetric is not None:
+            return self.symmetric
+        return self.method != "awq"
+
+
+class Storage(ApiModel):
+    """Where quantized artifacts are written."""
+
+    pvc: PvcLocation = Field(
+        description="Directory on a PersistentVolumeClaim; each artifact goes into a "
+        "sub-directory named after the hash of what determines it."
+    )
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration (core/v1 Toleration)."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="Operator.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class Resources(ApiModel):
+    """Compute resources (core/v1 ResourceRequirements limits and requests)."""
+
+    limits: dict[str, Quantity] | None = Field(default=None, description="Resource limits.")
+    requests: dict[str, Quantity] | None = Field(default=None, description="Resource requests.")
+
+
+class Quantizer(ApiModel):
+    """The quantization (or inspection) Job."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Quantizer image. Default: the operator's --quantizer-image.",
+    )
+    gpus: int = Field(default=1, ge=0, le=16, description="GPUs for the Job's pod.")
+    resources: Resources | None = Field(
+        default=None, description="CPU and memory for the Job's pod (GPUs come from gpus)."
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node selector for the Job's pod."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=64, description="Tolerations for the Job's pod."
+    )
+    active_deadline_seconds: int = Field(
+        default=86400,
+        ge=60,
+        le=30 * 86400,
+        description="The Job fails when it runs longer than this many seconds.",
+    )
+    backoff_limit: int = Field(
+        default=1, ge=0, le=10, description="Retries of the Job's pod before it fails."
+    )
+
+
+class GpuSpec(ApiModel):
+    """The serving GPU: a catalog name, or a description of a GPU not in the catalog."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.product) ? !(has(self.memoryGiB) || has(self.bandwidthGBps) || "
+                    "has(self.computeCapability)) : (has(self.memoryGiB) && has(self.bandwidthGBps) "
+                    "&& has(self.computeCapability))",
+                    "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps "
+                    "and computeCapability",
+                ),
+                cel(
+                    "!has(self.product) || self.product.matches('^(?i)("
+                    + "|".join(n.lower().replace(".", "[.]") for n in GPU_NAMES)
+                    + ")$')",
+                    "spec.serving.gpu.product is not in the catalog (" + ", ".join(GPU_NAMES)
+                    + "); describe other GPUs with memoryGiB, bandwidthGBps and computeCapability",
+                    ".product",
+                ),
+            ]
+        }
+    }
+
+    product: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A GPU from the catalog (case-insensitive): " + ", ".join(GPU_NAMES) + ".",
+    )
+    name: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="A name for a custom GPU, shown in status.",
+    )
+    memory_gib: float | None = Field(
+        default=None,
+        alias="memoryGiB",
+        gt=0,
+        le=4096,
+        description="Custom GPU: total memory in GiB as CUDA reports it.",
+    )
+    bandwidth_gbps: float | None = Field(
+        default=None,
+        alias="bandwidthGBps",
+        gt=0,
+        le=100000,
+        description="Custom GPU: memory bandwidth in GB/s.",
+    )
+    compute_capability: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$",
+        description="Custom GPU: CUDA compute capability, e.g. 8.9.",
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GpuSpec:
+        custom = (self.memory_gib, self.bandwidth_gbps, self.compute_capability)
+        if (self.product is not None and any(v is not None for v in custom)) or (
+            self.product is None and not all(v is not None for v in custom)
+        ):
+            raise ValueError(
+                "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps and "
+                "computeCapability"
+            )
+        if self.product is not None and self.product.lower() not in {
+            n.lower() for n in GPU_NAMES
+        }:
+            raise ValueError(
+                f"spec.serving.gpu.product {self.product!r} is not in the catalog "
+                f"({', '.join(GPU_NAMES)}); describe other GPUs with memoryGiB, bandwidthGBps "
+                "and computeCapability"
+            )
+        return self
+
+
+def _extra_args_rule() -> dict[str, str]:
+    flags = ", ".join(f"'{f}'" for f in PLANNED_FLAGS)
+    return cel(
+        f"self.all(a, !([{flags}].exists(f, a == f || a.startsWith(f + '='))))",
+        "spec.serving.extraArgs must not set flags that quantwise plans ("
+        + ", ".join(PLANNED_FLAGS)
+        + "): change the matching spec field instead",
+    )
+
+
+class Serving(ApiModel):
+    """The vLLM deployment: GPU, context and concurrency budget, replicas."""
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="vLLM OpenAI server image. Default: the operator's --vllm-image.",
+    )
+    vllm_version: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+\.[0-9]+(\.[0-9]+)?$",
+        description="vLLM version of the image, when its tag does not say (e.g. 0.33).",
+    )
+    gpu: GpuSpec | None = Field(
+        default=None,
+        description="The serving GPU. When omitted, the operator plans for the GPU nodes "
+        "labelled by NVIDIA GPU Feature Discovery.",
+    )
+    gpus_per_node: int = Field(
+        default=8, ge=1, le=64, description="GPUs on one node; tensor parallelism stays within it."
+    )
+    max_nodes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Nodes one replica may span with pipeline parallelism (needs "
+        "LeaderWorkerSet when above 1).",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=16,
+        le=MAX_CONTEXT_TOKENS,
+        description="Context length in tokens (prompt + output). Default: the model's own "
+        "maximum, capped at 8192.",
+    )
+    concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=4096,
+        description="KV-cache budget: this many sequences of maxModelLen tokens at once.",
+    )
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        le=8192,
+        description="Most sequences vLLM batches at once. Default: max(concurrency, 256).",
+    )
+    kv_cache_dtype: KVCacheDtype = Field(
+        default="auto",
+        description="KV-cache data type (vLLM --kv-cache-dtype); auto is the model's dtype.",
+    )
+    max_gpu_memory_utilization: float = Field(
+        default=0.9,
+        gt=0,
+        le=1,
+        description="Cap on vLLM's --gpu-memory-utilization; the planner uses what the budget "
+        "needs, up to this.",
+    )
+    replicas: int = Field(default=1, ge=0, le=1000, description="vLLM replicas.")
+    served_model_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Model name clients send. Default: the QuantizedModel's name.",
+    )
+    extra_args: list[Annotated[str, Field(max_length=1024)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Extra vLLM arguments, passed as they are (never through a shell).",
+        json_schema_extra={"x-kubernetes-validations": [_extra_args_rule()]},
+    )
+    shm_size: str = Field(
+        default="8Gi",
+        pattern=QUANTITY_PATTERN,
+        description="Size of the memory-backed /dev/shm (NCCL needs it for tensor parallelism).",
+    )
+    resources: Resources | None = Field(
+        default=None, description="CPU and memory for the vLLM container (GPUs are planned)."
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None, description="Node selector for the vLLM pods."
+    )
+    tolerations: list[Toleration] | None = Field(
+        default=None, max_length=64, description="Tolerations for the vLLM pods."
+    )
+
+    @model_validator(mode="after")
+    def _extra_args(self) -> Serving:
+        for arg in self.extra_args or ():
+            flag = arg.split("=", 1)[0]
+            if flag in PLANNED_FLAGS:
+                raise ValueError(
+                    f"spec.serving.extraArgs sets {flag}, which quantwise plans: change the "
+                    "matching spec field instead"
+                )
+        return self
+
+
+class QuantizedModelSpec(ApiModel):
+    """A model to quantize, validate, size and serve with vLLM."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "self.quantization.method == 'none' || has(self.storage)",
+                    "spec.storage is required when spec.quantization.method is not none: "
+                    "quantized artifacts are written there",
+                ),
+            ]
+        }
+    }
+
+    source: Source = Field(description="Where the model comes from.")
+    quantization: Quantization = Field(description="How to quantize it.")
+    storage: Storage | None = Field(
+        default=None, description="Where quantized artifacts are written."
+    )
+    quantizer: Quantizer = Field(
+        default_factory=Quantizer, description="The quantization or inspection Job."
+    )
+    serving: Serving = Field(default_factory=Serving, description="The vLLM deployment.")
+
+    @model_validator(mode="after")
+    def _storage(self) -> QuantizedModelSpec:
+        if self.quantization.method != "none" and self.storage is None:
+            raise ValueError(
+                "spec.storage is required when spec.quantization.method is not none: "
+                "quantized artifacts are written there"
+            )
+        return self

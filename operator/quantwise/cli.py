@@ -1,0 +1,380 @@
+"""The ``quantwise`` command: plan, render and crd (offline); the operator comes later."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from quantwise import API_GROUP, KIND, __version__
+from quantwise.api.crd import CRD_FILENAME, render_crd_yaml
+from quantwise.api.spec import METHODS, QuantizedModelSpec
+from quantwise.planning.architecture import Architecture, ArchitectureError, architecture_from_config
+from quantwise.planning.for_spec import expected_weights, plan_spec, weight_format_for
+from quantwise.planning.gpus import GIB, GPU_NAMES, UnknownGPUError, lookup_gpu
+from quantwise.planning.kvcache import KV_CACHE_DTYPES
+from quantwise.planning.planner import Plan, PlanError
+from quantwise.planning.weights import WeightBreakdown, WeightsError, measure_weights, safetensors_files
+from quantwise.render.names import artifact_dir
+from quantwise.render.serving import deployment, service, serving_location
+
+DEFAULT_NAME = "model"
+DEFAULT_NAMESPACE = "default"
+
+
+class UserError(Exception):
+    """An error in the user's input: printed as one message, exit status 2."""
+
+
+# ----- loading -----
+
+
+def _load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from exc
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == KIND:
+            api_version = str(doc.get("apiVersion", ""))
+            if not api_version.startswith(f"{API_GROUP}/"):
+                raise UserError(f"{path}: apiVersion {api_version!r} is not {API_GROUP}/v1alpha1")
+            return doc
+    raise UserError(f"{path}: no {KIND} in the file")
+
+
+def _skeleton() -> dict[str, Any]:
+    return {
+        "apiVersion": f"{API_GROUP}/v1alpha1",
+        "kind": KIND,
+        "metadata": {"name": DEFAULT_NAME, "namespace": DEFAULT_NAMESPACE},
+        "spec": {
+            "source": {"huggingFace": {"repo": "local/model"}},
+            "quantization": {"method": "none"},
+            "storage": {"pvc": {"claimName": "models", "path": "quantized"}},
+        },
+    }
+
+
+def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    doc = copy.deepcopy(doc)
+    spec = doc.setdefault("spec", {})
+    quant = spec.setdefault("quantization", {})
+    serving = spec.setdefault("serving", {})
+    if args.method is not None:
+        if args.method != quant.get("method"):
+            for key in ("bits", "groupSize", "symmetric"):
+                quant.pop(key, None)  # The file's values belong to its method.
+        quant["method"] = args.method
+    if args.bits is not None:
+        quant["bits"] = args.bits
+    if args.group_size is not None:
+        quant["groupSize"] = args.group_size
+    if args.gpu is not None:
+        serving["gpu"] = {"product": args.gpu}
+    for flag, key in (
+        ("max_model_len", "maxModelLen"),
+        ("concurrency", "concurrency"),
+        ("kv_cache_dtype", "kvCacheDtype"),
+        ("max_gpu_memory_utilization", "maxGpuMemoryUtilization"),
+        ("gpus_per_node", "gpusPerNode"),
+        ("max_nodes", "maxNodes"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            serving[key] = value
+    return doc
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(msg if msg.startswith("spec.") or not loc else f"spec.{loc}: {msg}")
+    return "invalid QuantizedModel:\n  " + "\n  ".join(lines)
+
+
+def _parse_spec(doc: dict[str, Any]) -> QuantizedModelSpec:
+    try:
+        return QuantizedModelSpec.model_validate(doc.get("spec") or {})
+    except ValidationError as exc:
+        raise UserError(_format_validation_error(exc)) from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    return data
+
+
+def _model_dirs(args: argparse.Namespace) -> list[Path]:
+    dirs: list[Path] = []
+    if args.models_dir:
+        dirs.append(Path(args.models_dir))
+    if env := os.environ.get("QUANTWISE_MODELS_DIR"):
+        dirs.extend(Path(p) for p in env.split(os.pathsep) if p)
+    if args.file:
+        dirs.append(Path(args.file).resolve().parent / "models")
+    dirs.append(Path("examples/models"))
+    return dirs
+
+
+def _find_config(spec: QuantizedModelSpec, args: argparse.Namespace) -> Path:
+    hf = spec.source.hugging_face
+    if hf is None:
+        raise UserError(
+            "the source is a PVC, which this machine cannot read: pass --model-dir DIR (a copy "
+            "of the model directory) or --config config.json"
+        )
+    folder = hf.repo.replace("/", "--")
+    searched = []
+    for base in _model_dirs(args):
+        candidate = base / folder / "config.json"
+        searched.append(str(candidate))
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"no config.json for {hf.repo}: quantwise never downloads; pass --config config.json "
+        f"or --model-dir DIR (looked in: {', '.join(searched)})"
+    )
+
+
+def _model_inputs(
+    spec: QuantizedModelSpec, args: argparse.Namespace
+) -> tuple[Architecture, dict[str, Any], WeightBreakdown | None, str]:
+    """Architecture, the raw config, measured weights (if any) and where they came from."""
+    measured: WeightBreakdown | None = None
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+        config_path = model_dir / "config.json"
+        if not config_path.is_file():
+            raise UserError(f"{model_dir}: no config.json")
+    elif args.config:
+        config_path = Path(args.config)
+    else:
+        config_path = _find_config(spec, args)
+    config = _read_json(config_path)
+    try:
+        arch = architecture_from_config(config)
+    except ArchitectureError as exc:
+        raise UserError(f"{config_path}: {exc}") from exc
+    origin = f"estimated from {config_path}"
+    if args.model_dir:
+        model_dir = Path(args.model_dir)
+        try:
+            if safetensors_files(model_dir):
+                measured = measure_weights(model_dir, arch)
+                origin = f"measured from the safetensors headers in {model_dir}"
+        except WeightsError as exc:
+            raise UserError(str(exc)) from exc
+    return arch, config, measured, origin
+
+
+# ----- output -----
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:.2f} GB ({n / GIB:.1f} GiB)"
+
+
+def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, origin: str) -> str:
+    q = spec.quantization
+    if q.method == "none":
+        what = "as stored"
+    else:
+        group = q.effective_group_size
+        what = f"{q.method} {q.effective_bits}-bit" + (f" g{group}" if group else "")
+    source = spec.source.hugging_face.repo if spec.source.hugging_face else "pvc"
+    attn = (
+        f"MLA latent {arch.mla_kv_width}"
+        if arch.is_mla
+        else f"{arch.num_attention_heads} heads / {arch.num_key_value_heads} KV heads, "
+        f"head_dim {arch.head_dim}"
+    )
+    moe = f", MoE {arch.num_experts_per_tok}/{arch.num_experts} experts" if arch.is_moe else ""
+    s = p.sizing
+    flags = (
+        f"--tensor-parallel-size {p.tensor_parallel_size}"
+        + (f" --pipeline-parallel-size {p.pipeline_parallel_size}" if p.pipeline_parallel_size > 1 else "")
+        + f" --gpu-memory-utilization {p.gpu_memory_utilization:.2f} --max-model-len "
+        f"{p.max_model_len} --max-num-seqs {p.max_num_seqs} --kv-cache-dtype {p.kv_cache_dtype}"
+    )
+    rows = [
+        ("Model", f"{name}: {source}, {what}"),
+        (
+            "Architecture",
+            f"{arch.model_type}, {arch.num_hidden_layers} layers, hidden {arch.hidden_size}, "
+            f"{attn}{moe}, vocab {arch.vocab_size}, context {arch.max_position_embeddings}",
+        ),
+        ("Weights", f"{_gb(p.weight_bytes)}, {origin}"),
+        (
+            "GPU",
+            f"{p.gpu.name}: {p.gpu.memory_gib:.1f} GiB, {p.gpu.bandwidth_gbps:,.0f} GB/s, "
+            f"compute capability {p.gpu.compute_capability_str}",
+        ),
+        (
+            "Parallelism",
+            f"TP {p.tensor_parallel_size} x PP {p.pipeline_parallel_size} = "
+            f"{p.gpus_per_replica} GPU(s) per replica, {spec.serving.replicas} replica(s)",
+        ),
+        (
+            "Memory per GPU",
+            f"weights {s.weight_bytes / GIB:.1f} + KV budget {s.kv_budget_bytes / GIB:.1f} + "
+            f"overhead {s.overhead.total_bytes / GIB:.1f} = {s.required_bytes / GIB:.1f} GiB "
+            f"of {p.gpu.memory_gib:.1f} GiB",
+        ),
+        (
+            "KV cache",
+            f"{p.kv_cache_bytes_per_token:,} bytes/token/GPU, {p.kv_cache_tokens:,} tokens "
+            f"({p.kv_cache_tokens / p.max_model_len:.1f} x {p.max_model_len})",
+        ),
+        ("Decode", f"<= {p.estimated_decode_tokens_per_second:,.0f} tokens/s per sequence (upper bound)"),
+        ("vLLM flags", flags),
+    ]
+    width = max(len(k) for k, _ in rows)
+    out = [f"{k.ljust(width)}  {v}" for k, v in rows]
+    out.append("")
+    out.append("Why:")
+    out.extend(f"  - {r}" for r in p.reasons)
+    return "\n".join(out)
+
+
+def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
+    meta = doc.get("metadata") or {}
+    name = str(meta.get("name") or DEFAULT_NAME)
+    namespace = str(meta.get("namespace") or DEFAULT_NAMESPACE)
+    subdir = artifact_dir(name, spec) if spec.quantization.method != "none" else None
+    location = serving_location(spec, subdir)
+    status = p.to_status()
+    objects = [
+        deployment(name, namespace, spec, status, location),
+        service(name, namespace),
+    ]
+    return yaml.safe_dump_all(objects, sort_keys=False, width=100)
+
+
+# ----- commands -----
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    doc = _load_manifest(Path(args.file)) if args.file else _skeleton()
+    doc = _apply_overrides(doc, args)
+    spec = _parse_spec(doc)
+    arch, config, measured, origin = _model_inputs(spec, args)
+    fmt = weight_format_for(spec.quantization, config.get("quantization_config"))
+    weights = expected_weights(spec, arch, fmt, measured)
+    if not weights.measured and measured is not None:
+        origin = f"estimated for {spec.quantization.method} (the model directory holds the base model)"
+    gpu = None
+    if args.gpu is None and spec.serving.gpu is None:
+        raise UserError(f"no GPU: set spec.serving.gpu or pass --gpu ({', '.join(GPU_NAMES)})")
+    try:
+        if args.gpu is not None:
+            gpu = lookup_gpu(args.gpu)
+        result = plan_spec(spec, arch, weights, fmt, gpu)
+    except UnknownGPUError as exc:
+        raise UserError(str(exc)) from exc
+    except PlanError as exc:
+        print(f"quantwise plan: {exc}", file=sys.stderr)
+        return 1
+    name = str((doc.get("metadata") or {}).get("name") or DEFAULT_NAME)
+    if args.output == "json":
+        print(json.dumps(result.to_status().to_api(), indent=2))
+    elif args.output == "yaml":
+        print(_manifests(doc, spec, result), end="")
+    else:
+        print(_table(name, spec, arch, result, origin))
+    return 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    text = render_crd_yaml()
+    if args.stdout:
+        print(text, end="")
+        return 0
+    target = Path(args.output_dir) / CRD_FILENAME
+    if args.check:
+        current = target.read_text() if target.is_file() else ""
+        if current != text:
+            print(f"{target} is stale: run `quantwise crd`", file=sys.stderr)
+            return 1
+        print(f"{target} is up to date")
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="quantwise",
+        description="Quantize, validate, size and serve LLMs on Kubernetes with vLLM.",
+    )
+    parser.add_argument("--version", action="version", version=f"quantwise {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def plan_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", nargs="?", help="a QuantizedModel manifest (YAML)")
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--model-dir", help="model directory: config.json and safetensors")
+        src.add_argument("--config", help="a Hugging Face config.json")
+        p.add_argument("--models-dir", help="folder of ORG--NAME/config.json to look models up in")
+        p.add_argument("--gpu", help=f"GPU to plan for: {', '.join(GPU_NAMES)}")
+        p.add_argument("--method", choices=METHODS)
+        p.add_argument("--bits", type=int)
+        p.add_argument("--group-size", type=int)
+        p.add_argument("--max-model-len", type=int)
+        p.add_argument("--concurrency", type=int)
+        p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES)
+        p.add_argument("--max-gpu-memory-utilization", type=float)
+        p.add_argument("--gpus-per-node", type=int)
+        p.add_argument("--max-nodes", type=int)
+
+    p_plan = sub.add_parser("plan", help="size the serving deployment of a model, offline")
+    plan_args(p_plan)
+    p_plan.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
+    p_plan.set_defaults(func=cmd_plan)
+
+    p_render = sub.add_parser("render", help="print the manifests `plan` would apply")
+    plan_args(p_render)
+    p_render.set_defaults(func=cmd_plan, output="yaml")
+
+    p_crd = sub.add_parser("crd", help="write the CustomResourceDefinition from the API models")
+    p_crd.add_argument("--output-dir", default="crds")
+    p_crd.add_argument("--check", action="store_true", help="fail if the file is stale")
+    p_crd.add_argument("--stdout", action="store_true")
+    p_crd.set_defaults(func=cmd_crd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except UserError as exc:
+        print(f"quantwise {args.command}: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure sizing: architecture, weight and KV-cache bytes, GPUs, parallelism and utilization."""

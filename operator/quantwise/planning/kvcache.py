@@ -1,0 +1,176 @@
+"""KV-cache bytes, exactly as vLLM computes them.
+
+vLLM (v1) allocates the KV cache in blocks of 16 tokens (``CacheConfig.block_size``). A block of
+one attention layer takes ``page_size_bytes`` (vllm/v1/kv_cache_interface.py):
+
+- full and sliding-window attention: ``2 * block_size * num_kv_heads * head_size * dtype_size``
+  (K and V), where ``num_kv_heads = max(1, total_kv_heads // tp)`` on each GPU
+  (vllm/config/model.py ``get_num_kv_heads``): heads are split when ``kv_heads % tp == 0``
+  and replicated when ``tp % kv_heads == 0``;
+- multi-head latent attention (DeepSeek-V2/V3): one latent of ``kv_lora_rank +
+  qk_rope_head_dim`` per token, no separate V, the same on every TP rank
+  (``MLAAttentionSpec``);
+- quantized caches store each head's K and V in their own packed layout (see
+  :func:`kv_bytes_per_head_per_token`).
+
+A sliding-window layer holds at most the window (plus the tokens of one scheduler step) per
+sequence (``SlidingWindowSpec.max_memory_usage_bytes``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, get_args
+
+from quantwise.planning.architecture import Architecture
+
+BLOCK_SIZE_TOKENS = 16
+"""vLLM's default KV-cache block size in tokens (vllm/config/cache.py, ``block_size``)."""
+
+KVCacheDtype = Literal[
+    "auto",
+    "float16",
+    "bfloat16",
+    "fp8",
+    "fp8_e4m3",
+    "fp8_e5m2",
+    "fp8_inc",
+    "fp8_ds_mla",
+    "fp8_per_token_head",
+    "int8_per_token_head",
+    "int4_per_token_head",
+    "turboquant_k8v4",
+    "turboquant_4bit_nc",
+    "turboquant_k3v4_nc",
+    "turboquant_3bit_nc",
+]
+KV_CACHE_DTYPES: tuple[str, ...] = get_args(KVCacheDtype)
+
+FP8_FAMILY = frozenset({"fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc"})
+MLA_ONLY = frozenset({"fp8_ds_mla"})
+
+# fp8_ds_mla: 512 FP8 latent values, 4 float32 tile scales and 64 bf16 RoPE values per token
+# (vllm/v1/attention/backends/mla/flashmla_sparse.py, 656-byte entries).
+FP8_DS_MLA_BYTES_PER_TOKEN = 656
+
+
+class KVCacheError(ValueError):
+    """A KV-cache dtype that does not apply to the model."""
+
+
+def kv_bytes_per_head_per_token(kv_cache_dtype: str, head_dim: int, model_dtype_bytes: int = 2) -> int:
+    """Bytes one KV head takes per token on one GPU, K and V together.
+
+    ``auto`` stores the model's dtype; the fp8 family one byte per element. The per-token-head
+    caches add one float32 scale per token per head to each of K and V
+    (vllm/v1/attention/ops/per_token_head quantization). TurboQuant packs K and V at their own
+    bit widths with per-vector norms (vllm/v1/attention/backends/turboquant_attn.py).
+    """
+    if kv_cache_dtype in ("auto",):
+        return 2 * head_dim * model_dtype_bytes
+    if kv_cache_dtype in ("float16", "bfloat16"):
+        return 2 * head_dim * 2
+    if kv_cache_dtype in FP8_FAMILY:
+        return 2 * head_dim
+    if kv_cache_dtype in ("int8_per_token_head", "fp8_per_token_head"):
+        return 2 * (head_dim + 4)
+    if kv_cache_dtype == "int4_per_token_head":
+        return 2 * (math.ceil(head_dim / 2) + 4)
+    if kv_cache_dtype == "turboquant_k8v4":
+        return head_dim + math.ceil(head_dim * 4 / 8) + 4
+    if kv_cache_dtype == "turboquant_4bit_nc":
+        return 2 * math.ceil(head_dim * 4 / 8) + 2 + 4
+    if kv_cache_dtype == "turboquant_k3v4_nc":
+        return math.ceil(head_dim * 3 / 8) + math.ceil(head_dim * 4 / 8) + 2 + 4
+    if kv_cache_dtype == "turboquant_3bit_nc":
+        return 2 * math.ceil(head_dim * 3 / 8) + 2 + 4
+    if kv_cache_dtype in MLA_ONLY:
+        raise KVCacheError(f"kvCacheDtype {kv_cache_dtype} applies only to MLA models (DeepSeek)")
+    raise KVCacheError(
+        f"unknown kvCacheDtype {kv_cache_dtype!r}: use one of {', '.join(KV_CACHE_DTYPES)}"
+    )
+
+
+def kv_heads_per_gpu(arch: Architecture, tp: int) -> int:
+    """KV heads each GPU stores with tensor parallel ``tp`` (vLLM ``get_num_kv_heads``)."""
+    if arch.is_mla:
+        return 1
+    return max(1, arch.num_key_value_heads // tp)
+
+
+def layer_kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = "auto") -> int:
+    """KV-cache bytes one token takes in one attention layer on one GPU."""
+    if arch.is_mla:
+        width = arch.mla_kv_width
+        if kv_cache_dtype == "fp8_ds_mla":
+            return FP8_DS_MLA_BYTES_PER_TOKEN
+        if kv_cache_dtype in ("auto", "float16", "bfloat16"):
+            return width * arch.dtype_bytes
+        if kv_cache_dtype in FP8_FAMILY:
+            return width
+        raise KVCacheError(
+            f"kvCacheDtype {kv_cache_dtype} is not supported for MLA models: use auto, fp8 or "
+            "fp8_ds_mla"
+        )
+    if kv_cache_dtype in MLA_ONLY:
+        raise KVCacheError(
+            f"kvCacheDtype {kv_cache_dtype} applies only to MLA models (DeepSeek), not "
+            f"{arch.model_type}"
+        )
+    per_head = kv_bytes_per_head_per_token(kv_cache_dtype, arch.head_dim, arch.dtype_bytes)
+    return kv_heads_per_gpu(arch, tp) * per_head
+
+
+def layers_on_gpu(arch: Architecture, pp: int) -> tuple[int, int]:
+    """(full-attention layers, sliding-window layers) on the fullest pipeline stage."""
+    total = arch.num_hidden_layers
+    stage = math.ceil(total / pp)
+    sliding = round(arch.num_sliding_window_layers * stage / total)
+    return stage - sliding, sliding
+
+
+def kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = "auto", pp: int = 1) -> int:
+    """KV-cache bytes one token takes on the fullest GPU, over all of that GPU's layers."""
+    full, sliding = layers_on_gpu(arch, pp)
+    return (full + sliding) * layer_kv_bytes_per_token(arch, tp, kv_cache_dtype)
+
+
+def _blocks(tokens: int) -> int:
+    return math.ceil(tokens / BLOCK_SIZE_TOKENS)
+
+
+def kv_bytes_per_sequence(
+    arch: Architecture,
+    tp: int,
+    max_model_len: int,
+    kv_cache_dtype: str = "auto",
+    pp: int = 1,
+    max_num_batched_tokens: int = 8192,
+) -> int:
+    """KV-cache bytes one sequence of ``max_model_len`` tokens needs on the fullest GPU.
+
+    Full-attention layers hold every token, in whole blocks; sliding-window layers hold
+    ``min(window - 1 + max_num_batched_tokens, max_model_len)`` tokens plus one block
+    (vllm/v1/kv_cache_interface.py, ``SlidingWindowSpec.max_memory_usage_bytes``).
+    """
+    full, sliding = layers_on_gpu(arch, pp)
+    page = layer_kv_bytes_per_token(arch, tp, kv_cache_dtype) * BLOCK_SIZE_TOKENS
+    total = full * _blocks(max_model_len) * page
+    if sliding and arch.sliding_window:
+        held = min(arch.sliding_window - 1 + max_num_batched_tokens, max_model_len)
+        total += sliding * (_blocks(held) + 1) * page
+    return total
+
+
+def kv_cache_tokens(
+    arch: Architecture, tp: int, kv_memory_bytes: int, kv_cache_dtype: str = "auto", pp: int = 1
+) -> int:
+    """Tokens a KV cache of ``kv_memory_bytes`` per GPU holds (vLLM's "GPU KV cache size").
+
+    vLLM divides the memory into blocks of 16 tokens across all the GPU's layers.
+    """
+    per_token = kv_bytes_per_token(arch, tp, kv_cache_dtype, pp)
+    if per_token == 0:
+        return 0
+    blocks = kv_memory_bytes // (per_token * BLOCK_SIZE_TOKENS)
+    return max(0, blocks) * BLOCK_SIZE_TOKENS

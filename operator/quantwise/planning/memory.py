@@ -1,0 +1,92 @@
+"""What vLLM needs on a GPU besides weights and KV cache: activations, CUDA graphs, runtime.
+
+vLLM sizes the KV cache as ``total_memory * gpu_memory_utilization`` minus what its profiling
+run measured (vllm/v1/worker/gpu_worker.py ``determine_available_memory``): the weights, the
+peak of PyTorch activations during a dummy forward pass of ``max_num_batched_tokens`` tokens
+plus the sampler's logits for ``max_num_seqs`` sequences, memory allocated outside PyTorch
+(CUDA context, cuBLAS workspaces, NCCL buffers) and the CUDA graphs it captures. quantwise
+cannot profile, so it estimates each term from the architecture, on the high side: an estimate
+too low makes vLLM refuse to start, one too high only wastes a little memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from quantwise.planning.architecture import Architecture
+
+GIB = 1024**3
+
+# Memory outside PyTorch's allocator on one GPU: CUDA context and cuBLAS/cuDNN workspaces.
+# vLLM's memory profiling logs report "non_torch_memory" of about 0.1-0.6 GiB on one GPU
+# (vllm/utils/mem_utils.py memory_profiling); 0.75 GiB leaves room for driver variation.
+NON_TORCH_BYTES = int(0.75 * GIB)
+# NCCL communicators and their buffers when more than one GPU works on a replica: the profiling
+# logs of tensor-parallel runs show non-torch memory about 0.5-1 GiB higher than TP=1.
+NCCL_BYTES = int(1.0 * GIB)
+# CUDA graphs: vLLM captures graphs for batch sizes up to max_num_seqs (capped at 512); their
+# memory pool grows with the number of layers. vLLM logs "Graph capturing finished ... took
+# 0.3-1.5 GiB" for 7B-70B models; a base plus a per-layer term covers that range.
+CUDA_GRAPH_BASE_BYTES = int(0.25 * GIB)
+CUDA_GRAPH_PER_LAYER_BYTES = int(0.02 * GIB)
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Per-GPU memory that is neither weights nor KV cache, in bytes."""
+
+    activation_bytes: int
+    sampler_bytes: int
+    non_torch_bytes: int
+    cuda_graph_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        """All overhead on one GPU."""
+        return self.activation_bytes + self.sampler_bytes + self.non_torch_bytes + self.cuda_graph_bytes
+
+
+def default_max_num_batched_tokens(gpu_memory_bytes: int) -> int:
+    """vLLM's default ``--max-num-batched-tokens`` for the OpenAI server on a GPU of this size.
+
+    vllm/engine/arg_utils.py (``_set_default_args``): 8192 on GPUs with at least 70 GiB
+    (H100, H200, B200...), 2048 on smaller ones.
+    """
+    return 8192 if gpu_memory_bytes >= 70 * GIB else 2048
+
+
+def estimate_overhead(
+    arch: Architecture,
+    tp: int,
+    pp: int,
+    max_num_batched_tokens: int,
+    max_num_seqs: int,
+) -> Overhead:
+    """Estimate activation peak, sampler, non-torch and CUDA-graph bytes on one GPU.
+
+    Activations: the profiling forward pass keeps about one residual stream, the attention's
+    q/k/v and output, and the MLP's gate/up output for every batched token at once, in 16 bits
+    (hidden size x 4 + MLP width x 2 per token, MLP and heads split by TP). Sampler: float32
+    logits over the vocabulary for up to 256 dummy sequences, twice (logits and probabilities).
+    """
+    act = 2  # bytes: activations are in the model dtype (16 bits).
+    mlp_width = arch.intermediate_size
+    if arch.is_moe:
+        # The fused MoE kernel materialises the routed tokens' gate/up output: top_k copies.
+        mlp_width = (arch.moe_intermediate_size or arch.intermediate_size) * (
+            arch.num_experts_per_tok or 1
+        )
+    per_token = (4 * arch.hidden_size + 2 * math.ceil(mlp_width / tp)) * act
+    activation = max_num_batched_tokens * per_token
+    sampler_seqs = min(max_num_seqs, 256)
+    sampler = 2 * sampler_seqs * arch.vocab_size * 4  # On the last stage; assume the fullest.
+    non_torch = NON_TORCH_BYTES + (NCCL_BYTES if tp * pp > 1 else 0)
+    layers_here = math.ceil(arch.num_hidden_layers / pp)
+    cuda_graph = CUDA_GRAPH_BASE_BYTES + CUDA_GRAPH_PER_LAYER_BYTES * layers_here
+    return Overhead(
+        activation_bytes=activation,
+        sampler_bytes=sampler,
+        non_torch_bytes=non_torch,
+        cuda_graph_bytes=cuda_graph,
+    )

@@ -1,0 +1,462 @@
+"""The serving plan: tensor/pipeline parallelism and ``--gpu-memory-utilization`` from real bytes.
+
+The planner takes the smallest tensor-parallel size in {1, 2, 4, 8, ...} (up to the GPUs of one
+node) that vLLM can run the model at and that fits, per GPU, the weights, the KV-cache budget
+(``concurrency`` sequences of ``max_model_len`` tokens) and the runtime overhead under the
+memory cap. When no single node is enough and more nodes are allowed, it adds pipeline stages
+across nodes with the largest tensor-parallel size. ``gpu_memory_utilization`` is what that
+needs, rounded up to 0.01 and never above the cap, so that vLLM's KV cache holds the budget and
+no more. Everything here is pure: same inputs, same plan.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from quantwise.api.status import PlanStatus
+from quantwise.planning.architecture import Architecture
+from quantwise.planning.gpus import CATALOG, GIB, GPU
+from quantwise.planning.kvcache import (
+    KVCacheError,
+    kv_bytes_per_sequence,
+    kv_bytes_per_token,
+    kv_cache_tokens,
+    kv_heads_per_gpu,
+)
+from quantwise.planning.memory import (
+    Overhead,
+    default_max_num_batched_tokens,
+    estimate_overhead,
+)
+from quantwise.planning.weights import WeightBreakdown, WeightFormat
+
+DEFAULT_MAX_MODEL_LEN = 8192
+DEFAULT_MAX_NUM_SEQS = 256  # vLLM's SchedulerConfig default for GPUs under 70 GiB.
+UTILIZATION_STEP = 0.01
+
+TPFilter = Callable[[int], str | None]
+"""Extra check of a tensor-parallel size: a reason it cannot be used, or None."""
+
+
+class PlanError(ValueError):
+    """No plan fits, or the request is impossible; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the serving deployment must hold, from ``spec.serving``."""
+
+    max_model_len: int | None = None
+    concurrency: int = 16
+    max_num_seqs: int | None = None
+    kv_cache_dtype: str = "auto"
+    max_gpu_memory_utilization: float = 0.9
+    gpus_per_node: int = 8
+    max_nodes: int = 1
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """Memory of one candidate (tp, pp) on its fullest GPU, in bytes."""
+
+    tp: int
+    pp: int
+    weight_bytes: int
+    kv_bytes_per_sequence: int
+    kv_budget_bytes: int
+    overhead: Overhead
+    cap_bytes: int
+
+    @property
+    def required_bytes(self) -> int:
+        """Weights + KV budget + overhead."""
+        return self.weight_bytes + self.kv_budget_bytes + self.overhead.total_bytes
+
+    @property
+    def fits(self) -> bool:
+        """True when the requirement is within the cap."""
+        return self.required_bytes <= self.cap_bytes
+
+    @property
+    def shortfall_bytes(self) -> int:
+        """How far the requirement exceeds the cap (0 when it fits)."""
+        return max(0, self.required_bytes - self.cap_bytes)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A serving plan and the numbers behind it."""
+
+    gpu: GPU
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    gpu_memory_utilization: float
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    kv_cache_dtype: str
+    weight_bytes: int
+    weights_measured: bool
+    sizing: Sizing
+    kv_cache_bytes_per_token: int
+    kv_cache_tokens: int
+    estimated_decode_tokens_per_second: float
+    reasons: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        """GPUs one replica uses."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+    def to_status(self) -> PlanStatus:
+        """Return the plan as ``status.plan``."""
+        return PlanStatus(
+            gpu=self.gpu.name,
+            tensor_parallel_size=self.tensor_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
+            gpus_per_replica=self.gpus_per_replica,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            max_model_len=self.max_model_len,
+            max_num_seqs=self.max_num_seqs,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            kv_cache_dtype=self.kv_cache_dtype,
+            weight_bytes=self.weight_bytes,
+            weight_bytes_source="measured" if self.weights_measured else "estimated",
+            weight_bytes_per_gpu=self.sizing.weight_bytes,
+            kv_cache_bytes_per_token=self.kv_cache_bytes_per_token,
+            kv_cache_budget_bytes=self.sizing.kv_budget_bytes,
+            kv_cache_tokens=self.kv_cache_tokens,
+            overhead_bytes_per_gpu=self.sizing.overhead.total_bytes,
+            required_bytes_per_gpu=self.sizing.required_bytes,
+            gpu_memory_bytes=self.gpu.memory_bytes,
+            estimated_decode_tokens_per_second=self.estimated_decode_tokens_per_second,
+            reasons=list(self.reasons),
+        )
+
+
+def gib(value: int | float) -> str:
+    """Format bytes as GiB with one decimal, e.g. ``"5.3 GiB"``."""
+    return f"{value / GIB:.1f} GiB"
+
+
+def tp_candidates(gpus_per_node: int) -> list[int]:
+    """Tensor-parallel sizes to try: powers of two up to the GPUs of one node."""
+    sizes = [1]
+    while sizes[-1] * 2 <= gpus_per_node:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+def tp_blockers(arch: Architecture, tp: int, fmt: WeightFormat) -> list[str]:
+    """Reasons vLLM cannot run ``arch`` at tensor parallel ``tp`` (empty when it can).
+
+    vLLM requires the attention heads to divide by TP (vllm/config/parallel.py
+    ``verify_with_model_config``); KV heads are split when they divide by TP and replicated
+    when TP divides by them (vllm/config/model.py ``get_num_kv_heads``), anything else fails.
+    Row-parallel layers split their input across ranks, and a grouped-quantized layer needs
+    each shard's input to hold whole groups (vllm/model_executor/layers/linear.py and the
+    AWQ/GPTQ ``create_weights`` checks: "input_size_per_partition is not aligned with the
+    quantized weight shape").
+    """
+    blockers: list[str] = []
+    if arch.num_attention_heads % tp:
+        blockers.append(
+            f"the {arch.num_attention_heads} attention heads do not divide by TP={tp}"
+        )
+    if not arch.is_mla:
+        kv = arch.num_key_value_heads
+        if kv % tp and tp % kv:
+            blockers.append(f"the {kv} KV heads neither divide by TP={tp} nor divide it")
+    row_inputs: list[tuple[str, int]] = []
+    if arch.is_mla:
+        row_inputs.append(("o_proj", arch.num_attention_heads * (arch.v_head_dim or 0)))
+    else:
+        row_inputs.append(("o_proj", arch.num_attention_heads * arch.head_dim))
+    if not arch.is_moe or arch.num_dense_layers:
+        row_inputs.append(("down_proj", arch.intermediate_size))
+    if arch.is_moe:
+        row_inputs.append(
+            ("expert down_proj", arch.moe_intermediate_size or arch.intermediate_size)
+        )
+        if arch.shared_expert_intermediate_size:
+            row_inputs.append(("shared expert down_proj", arch.shared_expert_intermediate_size))
+    for name, width in row_inputs:
+        if width % tp:
+            blockers.append(f"{name}'s input of {width} does not divide by TP={tp}")
+        elif fmt.quantized and fmt.group_size and fmt.group_size > 0 and (width // tp) % fmt.group_size:
+            blockers.append(
+                f"{name}'s input shard {width}/{tp}={width // tp} is not a multiple of the "
+                f"group size {fmt.group_size}"
+            )
+    return blockers
+
+
+def _round_up(value: float, step: float = UTILIZATION_STEP) -> float:
+    return round(math.ceil(round(value / step, 6)) * step, 2)
+
+
+def _size(
+    arch: Architecture,
+    weights: WeightBreakdown,
+    gpu: GPU,
+    budget: Budget,
+    tp: int,
+    pp: int,
+    max_model_len: int,
+    max_num_seqs: int,
+    max_num_batched_tokens: int,
+    kv_cache_dtype: str | None = None,
+) -> Sizing:
+    dtype = kv_cache_dtype or budget.kv_cache_dtype
+    per_seq = kv_bytes_per_sequence(
+        arch, tp, max_model_len, dtype, pp, max_num_batched_tokens
+    )
+    return Sizing(
+        tp=tp,
+        pp=pp,
+        weight_bytes=weights.per_gpu_bytes(arch, tp, pp),
+        kv_bytes_per_sequence=per_seq,
+        kv_budget_bytes=per_seq * budget.concurrency,
+        overhead=estimate_overhead(arch, tp, pp, max_num_batched_tokens, max_num_seqs),
+        cap_bytes=int(gpu.memory_bytes * budget.max_gpu_memory_utilization),
+    )
+
+
+def _describe(s: Sizing, budget: Budget, max_model_len: int) -> str:
+    return (
+        f"weights {gib(s.weight_bytes)} + KV budget {gib(s.kv_budget_bytes)} "
+        f"({budget.concurrency} x {max_model_len} tokens) + overhead "
+        f"{gib(s.overhead.total_bytes)} = {gib(s.required_bytes)} per GPU"
+    )
+
+
+def plan(
+    arch: Architecture,
+    weights: WeightBreakdown,
+    gpu: GPU,
+    budget: Budget,
+    fmt: WeightFormat,
+    tp_filter: TPFilter | None = None,
+) -> Plan:
+    """Return the smallest plan that fits ``budget`` on ``gpu``, or raise PlanError.
+
+    ``fmt`` is the weight format (its group size restricts TP); ``tp_filter`` adds checks that
+    depend on the checkpoint and kernel (quantwise.quantization plugs in there).
+    """
+    if not 0 < budget.max_gpu_memory_utilization <= 1:
+        raise PlanError(
+            f"spec.serving.maxGpuMemoryUtilization {budget.max_gpu_memory_utilization} must be "
+            "in (0, 1]"
+        )
+    model_max = arch.max_position_embeddings
+    if budget.max_model_len is None:
+        max_model_len = min(model_max, DEFAULT_MAX_MODEL_LEN)
+    elif budget.max_model_len > model_max:
+        raise PlanError(
+            f"spec.serving.maxModelLen {budget.max_model_len} exceeds the model's maximum "
+            f"context of {model_max} tokens (config.json max_position_embeddings and RoPE "
+            f"scaling); vLLM refuses it. Set maxModelLen to {model_max} or less."
+        )
+    else:
+        max_model_len = budget.max_model_len
+    max_num_seqs = budget.max_num_seqs or max(budget.concurrency, DEFAULT_MAX_NUM_SEQS)
+    mnbt = default_max_num_batched_tokens(gpu.memory_bytes)
+    try:
+        kv_bytes_per_token(arch, 1, budget.kv_cache_dtype)
+    except KVCacheError as exc:
+        raise PlanError(f"spec.serving.kvCacheDtype: {exc}") from exc
+
+    reasons: list[str] = []
+    cap_text = (
+        f"{gib(gpu.memory_bytes * budget.max_gpu_memory_utilization)} "
+        f"({budget.max_gpu_memory_utilization:g} x {gib(gpu.memory_bytes)} {gpu.name})"
+    )
+    allowed: list[int] = []
+    for tp in tp_candidates(budget.gpus_per_node):
+        blockers = tp_blockers(arch, tp, fmt)
+        if not blockers and tp_filter is not None and (extra := tp_filter(tp)):
+            blockers.append(extra)
+        if blockers:
+            reasons.append(f"TP={tp} skipped: {'; '.join(blockers)}")
+        else:
+            allowed.append(tp)
+    if not allowed:
+        raise PlanError(
+            f"no tensor-parallel size up to {budget.gpus_per_node} GPUs per node can run this "
+            f"model: {'; '.join(reasons)}"
+        )
+
+    def attempt(tp: int, pp: int) -> Sizing:
+        return _size(arch, weights, gpu, budget, tp, pp, max_model_len, max_num_seqs, mnbt)
+
+    chosen: Sizing | None = None
+    last: Sizing | None = None
+    for tp in allowed:
+        sizing = attempt(tp, 1)
+        last = sizing
+        if sizing.fits:
+            chosen = sizing
+            break
+        reasons.append(
+            f"TP={tp} does not fit: {_describe(sizing, budget, max_model_len)} > cap {cap_text}"
+        )
+    if chosen is None and budget.max_nodes > 1:
+        tp = allowed[-1]
+        for pp in range(2, min(budget.max_nodes, arch.num_hidden_layers) + 1):
+            sizing = attempt(tp, pp)
+            last = sizing
+            if sizing.fits:
+                chosen = sizing
+                reasons.append(
+                    f"one node of {budget.gpus_per_node} GPUs is not enough: {pp} pipeline "
+                    f"stages across {pp} nodes, TP={tp} within each"
+                )
+                break
+    if chosen is None:
+        assert last is not None
+        raise PlanError(_no_fit_message(arch, weights, gpu, budget, fmt, last, max_model_len,
+                                        max_num_seqs, mnbt, cap_text))
+
+    tp, pp = chosen.tp, chosen.pp
+    utilization = min(
+        budget.max_gpu_memory_utilization, _round_up(chosen.required_bytes / gpu.memory_bytes)
+    )
+    kv_memory = int(gpu.memory_bytes * utilization) - chosen.weight_bytes - chosen.overhead.total_bytes
+    tokens = kv_cache_tokens(arch, tp, kv_memory, budget.kv_cache_dtype, pp)
+    per_token = kv_bytes_per_token(arch, tp, budget.kv_cache_dtype, pp)
+    bytes_read = weights.bytes_read_per_token(arch)
+    decode = gpu.bandwidth_gbps * 1e9 * tp / bytes_read if bytes_read else 0.0
+
+    if pp == 1:
+        smaller = " (smaller TPs do not fit or cannot run it)" if tp > allowed[0] else ""
+        reasons.append(
+            f"TP={tp}{smaller}: {_describe(chosen, budget, max_model_len)} <= cap {cap_text}"
+        )
+    reasons.append(
+        f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
+        f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01"
+    )
+    reasons.append(_kv_reason(arch, tp, pp, budget.kv_cache_dtype, per_token, tokens, max_model_len))
+    reasons.append(
+        f"max-num-seqs {max_num_seqs}: "
+        + (
+            "from spec.serving.maxNumSeqs"
+            if budget.max_num_seqs
+            else f"max(concurrency {budget.concurrency}, vLLM's default {DEFAULT_MAX_NUM_SEQS}); "
+            "shorter sequences share the KV budget"
+        )
+    )
+    reasons.append(
+        f"decode <= {decode:,.0f} tokens/s for one sequence: {gpu.bandwidth_gbps:,.0f} GB/s x "
+        f"TP {tp} / {bytes_read / 1e9:.2f} GB of weights read per token (an upper bound: it "
+        "ignores KV-cache reads and kernel efficiency)"
+    )
+    return Plan(
+        gpu=gpu,
+        tensor_parallel_size=tp,
+        pipeline_parallel_size=pp,
+        gpu_memory_utilization=utilization,
+        max_model_len=max_model_len,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=mnbt,
+        kv_cache_dtype=budget.kv_cache_dtype,
+        weight_bytes=weights.total_bytes,
+        weights_measured=weights.measured,
+        sizing=chosen,
+        kv_cache_bytes_per_token=per_token,
+        kv_cache_tokens=tokens,
+        estimated_decode_tokens_per_second=round(decode, 1),
+        reasons=tuple(reasons),
+    )
+
+
+def _kv_reason(
+    arch: Architecture, tp: int, pp: int, dtype: str, per_token: int, tokens: int, max_model_len: int
+) -> str:
+    if arch.is_mla:
+        shape = f"MLA latent {arch.mla_kv_width} per layer, replicated on every rank"
+    else:
+        shape = (
+            f"{kv_heads_per_gpu(arch, tp)} of {arch.num_key_value_heads} KV heads x head_dim "
+            f"{arch.head_dim} x K,V per layer"
+        )
+    sliding = (
+        f"; {arch.num_sliding_window_layers} sliding-window layers hold at most "
+        f"{arch.sliding_window} tokens"
+        if arch.num_sliding_window_layers
+        else ""
+    )
+    return (
+        f"KV cache {per_token:,} bytes/token/GPU ({shape}, {dtype}){sliding}; it holds "
+        f"{tokens:,} tokens = {tokens / max_model_len:.1f} sequences of {max_model_len}"
+    )
+
+
+def _no_fit_message(
+    arch: Architecture,
+    weights: WeightBreakdown,
+    gpu: GPU,
+    budget: Budget,
+    fmt: WeightFormat,
+    last: Sizing,
+    max_model_len: int,
+    max_num_seqs: int,
+    mnbt: int,
+    cap_text: str,
+) -> str:
+    where = f"TP={last.tp}" + (f" x PP={last.pp}" if last.pp > 1 else "")
+    lines = [
+        f"does not fit on {gpu.name}: at {where} (the most allowed) "
+        f"{_describe(last, budget, max_model_len)}, but the cap is {cap_text}: "
+        f"{gib(last.shortfall_bytes)} short.",
+        "Try:",
+    ]
+    room = last.cap_bytes - last.weight_bytes - last.overhead.total_bytes
+    if room <= 0:
+        lines.append(
+            f"- the weights alone ({gib(last.weight_bytes)} per GPU) leave no room: use a "
+            "lower-bit method (spec.quantization: awq or gptq 4-bit), or a bigger GPU"
+        )
+    else:
+        seqs = room // last.kv_bytes_per_sequence if last.kv_bytes_per_sequence else 0
+        if seqs >= 1:
+            lines.append(
+                f"- spec.serving.concurrency {seqs} or less (the room left holds {seqs} "
+                f"sequences of {max_model_len} tokens)"
+            )
+        per_token = last.kv_bytes_per_sequence / max(max_model_len, 1)
+        fit_len = int(room / budget.concurrency / per_token) if per_token else 0
+        fit_len = fit_len // 16 * 16
+        if fit_len >= 16:
+            lines.append(
+                f"- spec.serving.maxModelLen {fit_len} or less at concurrency {budget.concurrency}"
+            )
+        if budget.kv_cache_dtype in ("auto", "float16", "bfloat16"):
+            fp8 = "fp8" if not arch.is_mla else "fp8_ds_mla"
+            try:
+                s8 = _size(arch, weights, gpu, budget, last.tp, last.pp, max_model_len,
+                           max_num_seqs, mnbt, kv_cache_dtype=fp8)
+                verdict = "fits" if s8.fits else f"still {gib(s8.shortfall_bytes)} short"
+                lines.append(
+                    f"- spec.serving.kvCacheDtype {fp8} (halves the KV cache: {verdict})"
+                )
+            except KVCacheError:  # pragma: no cover - fp8 applies to every architecture
+                pass
+    if fmt.bits > 4:
+        lines.append("- a lower-bit method (spec.quantization.method awq or gptq, 4 bits)")
+    bigger = [
+        g.name
+        for g in CATALOG
+        if g.memory_bytes > gpu.memory_bytes
+        and _size(arch, weights, g, budget, last.tp, last.pp, max_model_len, max_num_seqs,
+                  default_max_num_batched_tokens(g.memory_bytes)).fits
+    ]
+    if bigger:
+        lines.append(f"- a bigger GPU: {', '.join(bigger)} fit at {where}")
+    if budget.max_nodes == 1:
+        lines.append(
+            "- spec.serving.maxNodes > 1 to add pipeline-parallel stages across nodes"
+        )
+    return "\n".join(lines)

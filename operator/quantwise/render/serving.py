@@ -1,0 +1,298 @@
+"""The vLLM Deployment and Service of a QuantizedModel, from its spec and plan (pure).
+
+The pods run vLLM's OpenAI server with the planned parallelism and memory, read the model from
+a read-only volume, keep a memory-backed ``/dev/shm`` for NCCL, and run as a non-root user with
+a read-only root filesystem: caches vLLM, Triton and Hugging Face write go to an ``emptyDir``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from quantwise.api.spec import QuantizedModelSpec, Toleration
+from quantwise.api.status import PlanStatus
+from quantwise.render.names import (
+    LABEL_ARTIFACT,
+    common_labels,
+    dns_label,
+    selector_labels,
+)
+
+DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
+PORT = 8000
+MODELS_MOUNT = "/models"
+CACHE_MOUNT = "/cache"
+# vLLM's image runs as root by default; any non-root UID works once caches point at /cache.
+RUN_AS_USER = 1000
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """Where vLLM loads the model from: a PVC directory, or a Hugging Face repository."""
+
+    claim_name: str | None = None
+    path: str | None = None
+    hf_repo: str | None = None
+    hf_revision: str | None = None
+    hf_token_secret: tuple[str, str] | None = None
+    artifact: str | None = None
+
+    @property
+    def model_arg(self) -> str:
+        """The value of vLLM's ``--model``."""
+        if self.claim_name is not None and self.path is not None:
+            return f"{MODELS_MOUNT}/{self.path}"
+        if self.hf_repo is not None:
+            return self.hf_repo
+        raise ValueError("a ModelLocation needs a PVC path or a Hugging Face repository")
+
+
+def serving_location(spec: QuantizedModelSpec, artifact_subdir: str | None) -> ModelLocation:
+    """Where the served model is: the quantized artifact on storage, or the source itself.
+
+    ``artifact_subdir`` is the artifact's directory under ``spec.storage.pvc.path`` (None for
+    method none, which serves the source).
+    """
+    if spec.quantization.method != "none":
+        if spec.storage is None or artifact_subdir is None:
+            raise ValueError("a quantized model is served from spec.storage")
+        return ModelLocation(
+            claim_name=spec.storage.pvc.claim_name,
+            path=f"{spec.storage.pvc.path}/{artifact_subdir}",
+            artifact=artifact_subdir,
+        )
+    if spec.source.pvc is not None:
+        return ModelLocation(claim_name=spec.source.pvc.claim_name, path=spec.source.pvc.path)
+    hf = spec.source.hugging_face
+    assert hf is not None  # The spec validator guarantees exactly one source.
+    token = (hf.token_secret_ref.name, hf.token_secret_ref.key) if hf.token_secret_ref else None
+    return ModelLocation(hf_repo=hf.repo, hf_revision=hf.revision, hf_token_secret=token)
+
+
+def vllm_args(
+    name: str,
+    spec: QuantizedModelSpec,
+    plan: PlanStatus,
+    location: ModelLocation,
+    quantization_flag: str | None = None,
+) -> list[str]:
+    """The vLLM server's arguments, as a list (never a shell string).
+
+    ``--quantization`` is passed only when ``quantization_flag`` is given: vLLM reads the method
+    from config.json's ``quantization_config`` and picks the fast kernel itself (awq becomes
+    awq_marlin), while forcing ``--quantization awq`` would select the slow kernel.
+    """
+    args = [
+        "--model",
+        location.model_arg,
+        "--served-model-name",
+        spec.serving.served_model_name or name,
+        "--host",
+        "0.0.0.0",  # noqa: S104 - the server must listen on the pod's address.
+        "--port",
+        str(PORT),
+        "--tensor-parallel-size",
+        str(plan.tensor_parallel_size),
+    ]
+    if plan.pipeline_parallel_size > 1:
+        args += ["--pipeline-parallel-size", str(plan.pipeline_parallel_size)]
+    args += [
+        "--gpu-memory-utilization",
+        f"{plan.gpu_memory_utilization:.2f}",
+        "--max-model-len",
+        str(plan.max_model_len),
+        "--max-num-seqs",
+        str(plan.max_num_seqs),
+        "--max-num-batched-tokens",
+        str(plan.max_num_batched_tokens),
+        "--kv-cache-dtype",
+        plan.kv_cache_dtype,
+    ]
+    if location.hf_revision and location.hf_revision != "main":
+        args += ["--revision", location.hf_revision]
+    if quantization_flag:
+        args += ["--quantization", quantization_flag]
+    args += list(spec.serving.extra_args or ())
+    return args
+
+
+def _tolerations(items: list[Toleration] | None) -> list[dict[str, Any]]:
+    # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule (GPU Operator, EKS, GKE).
+    result: list[dict[str, Any]] = [
+        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    result += [t.to_api() for t in items or ()]
+    return result
+
+
+def _resources(spec: QuantizedModelSpec, gpus: int) -> dict[str, Any]:
+    user = spec.serving.resources
+    limits: dict[str, Any] = dict(user.limits or {}) if user else {}
+    requests: dict[str, Any] = dict(user.requests or {}) if user else {}
+    limits[GPU_RESOURCE] = gpus
+    requests[GPU_RESOURCE] = gpus
+    return {"limits": limits, "requests": requests}
+
+
+def _owner(owner: dict[str, Any] | None) -> list[dict[str, Any]]:
+    return [owner] if owner else []
+
+
+def _metadata(name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any] | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
+    if owner:
+        meta["ownerReferences"] = _owner(owner)
+    return meta
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    spec: QuantizedModelSpec,
+    plan: PlanStatus,
+    location: ModelLocation,
+    image: str | None = None,
+    owner: dict[str, Any] | None = None,
+    quantization_flag: str | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return the vLLM Deployment (apps/v1) for a single-node plan.
+
+    ``owner`` is the ownerReference to the QuantizedModel; ``node_selector`` adds to
+    ``spec.serving.nodeSelector`` (the operator pins the planned GPU type with it).
+    """
+    if plan.pipeline_parallel_size > 1:
+        raise ValueError("a plan with pipeline parallelism spans nodes: render a LeaderWorkerSet")
+    labels = common_labels(name, "server")
+    if location.artifact:
+        labels[LABEL_ARTIFACT] = dns_label(location.artifact)
+    pod_labels = {**labels}
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": CACHE_MOUNT},
+        {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
+        {"name": "XDG_CACHE_HOME", "value": CACHE_MOUNT},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_MOUNT}/vllm"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{CACHE_MOUNT}/triton"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        {"name": "DO_NOT_TRACK", "value": "1"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.serving.shm_size}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "cache", "mountPath": CACHE_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp.
+    ]
+    if location.claim_name is not None:
+        volumes.append(
+            {
+                "name": "model",
+                "persistentVolumeClaim": {"claimName": location.claim_name, "readOnly": True},
+            }
+        )
+        mounts.append({"name": "model", "mountPath": MODELS_MOUNT, "readOnly": True})
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if location.hf_token_secret is not None:
+        secret, key = location.hf_token_secret
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        )
+    probe_http = {"path": "/health", "port": "http"}
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": image or spec.serving.image or DEFAULT_VLLM_IMAGE,
+        # The module path works in every vLLM image, whatever its ENTRYPOINT.
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": vllm_args(name, spec, plan, location, quantization_flag),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": _resources(spec, plan.tensor_parallel_size),
+        "volumeMounts": mounts,
+        # Loading weights and capturing CUDA graphs can take many minutes: the startup probe
+        # allows 30 minutes before liveness takes over.
+        "startupProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 180,
+        },
+        "readinessProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 10,
+            "timeoutSeconds": 5,
+            "failureThreshold": 3,
+        },
+        "livenessProbe": {
+            "httpGet": probe_http,
+            "periodSeconds": 20,
+            "timeoutSeconds": 10,
+            "failureThreshold": 3,
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    selector = {**(spec.serving.node_selector or {}), **(node_selector or {})}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": _tolerations(spec.serving.tolerations),
+    }
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, namespace, labels, owner),
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            # One extra pod at a time and none taken away: no downtime, at the cost of needing
+            # the GPUs of one more replica during a rollout.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def service(
+    name: str, namespace: str, owner: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Return the ClusterIP Service (v1) in front of the vLLM pods, port 8000."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, namespace, common_labels(name, "server"), owner),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def endpoint(name: str, namespace: str) -> str:
+    """The OpenAI-compatible base URL of the model inside the cluster."""
+    return f"http://{name}.{namespace}.svc:{PORT}/v1"
