@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from quantwise.api.base import ApiModel, cel
 from quantwise.planning.gpus import GPU_NAMES
@@ -71,6 +71,14 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$"
 MAX_CONTEXT_TOKENS = 10_485_760  # 10 Mi tokens: the longest context any public model claims.
 
 K8sName = Annotated[str, Field(min_length=1, max_length=253, pattern=K8S_NAME_PATTERN)]
+
+
+def _no_dot_segments(value: str) -> str:
+    if any(part in (".", "..") for part in value.split("/")):
+        raise ValueError(f"path {value!r} must not contain '.' or '..' segments")
+    return value
+
+
 RelPath = Annotated[
     str,
     Field(
@@ -86,6 +94,7 @@ RelPath = Annotated[
             ]
         },
     ),
+    AfterValidator(_no_dot_segments),
 ]
 Quantity = Annotated[int | str, Field(json_schema_extra={"x-kubernetes-int-or-string": True})]
 

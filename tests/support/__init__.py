@@ -1,0 +1,1 @@
+"""Test helpers shared by the unit, component and e2e tiers."""
