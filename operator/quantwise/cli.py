@@ -17,12 +17,21 @@ from pydantic import ValidationError
 from quantwise import API_GROUP, KIND, __version__
 from quantwise.api.crd import CRD_FILENAME, render_crd_yaml
 from quantwise.api.spec import METHODS, QuantizedModelSpec
-from quantwise.planning.architecture import Architecture, ArchitectureError, architecture_from_config
+from quantwise.planning.architecture import (
+    Architecture,
+    ArchitectureError,
+    architecture_from_config,
+)
 from quantwise.planning.for_spec import expected_weights, plan_spec, weight_format_for
 from quantwise.planning.gpus import GIB, GPU_NAMES, UnknownGPUError, lookup_gpu
 from quantwise.planning.kvcache import KV_CACHE_DTYPES
 from quantwise.planning.planner import Plan, PlanError
-from quantwise.planning.weights import WeightBreakdown, WeightsError, measure_weights, safetensors_files
+from quantwise.planning.weights import (
+    WeightBreakdown,
+    WeightsError,
+    measure_weights,
+    safetensors_files,
+)
 from quantwise.render.names import artifact_dir
 from quantwise.render.serving import deployment, service, serving_location
 
@@ -212,7 +221,11 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
     s = p.sizing
     flags = (
         f"--tensor-parallel-size {p.tensor_parallel_size}"
-        + (f" --pipeline-parallel-size {p.pipeline_parallel_size}" if p.pipeline_parallel_size > 1 else "")
+        + (
+            f" --pipeline-parallel-size {p.pipeline_parallel_size}"
+            if p.pipeline_parallel_size > 1
+            else ""
+        )
         + f" --gpu-memory-utilization {p.gpu_memory_utilization:.2f} --max-model-len "
         f"{p.max_model_len} --max-num-seqs {p.max_num_seqs} --kv-cache-dtype {p.kv_cache_dtype}"
     )
@@ -245,7 +258,10 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
             f"{p.kv_cache_bytes_per_token:,} bytes/token/GPU, {p.kv_cache_tokens:,} tokens "
             f"({p.kv_cache_tokens / p.max_model_len:.1f} x {p.max_model_len})",
         ),
-        ("Decode", f"<= {p.estimated_decode_tokens_per_second:,.0f} tokens/s per sequence (upper bound)"),
+        (
+            "Decode",
+            f"<= {p.estimated_decode_tokens_per_second:,.0f} tokens/s per sequence (upper bound)",
+        ),
         ("vLLM flags", flags),
     ]
     width = max(len(k) for k, _ in rows)
@@ -281,7 +297,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     fmt = weight_format_for(spec.quantization, config.get("quantization_config"))
     weights = expected_weights(spec, arch, fmt, measured)
     if not weights.measured and measured is not None:
-        origin = f"estimated for {spec.quantization.method} (the model directory holds the base model)"
+        origin = (
+            f"estimated for {spec.quantization.method} (the model directory holds the base model)"
+        )
     gpu = None
     if args.gpu is None and spec.serving.gpu is None:
         raise UserError(f"no GPU: set spec.serving.gpu or pass --gpu ({', '.join(GPU_NAMES)})")

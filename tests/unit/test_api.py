@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from support.crdcheck import admission_errors, defaulted
 
 from quantwise.api.spec import QuantizedModelSpec
+from support.crdcheck import admission_errors, defaulted
 
 EXAMPLES = sorted(Path(__file__).parents[2].joinpath("examples").glob("*.yaml"))
 
@@ -80,8 +80,16 @@ INVALID = [
     ("group size 100", with_("spec.quantization.groupSize", 100), "groupSize"),
     ("unknown method", with_("spec.quantization.method", "int3"), "method"),
     ("no storage for awq", with_("spec.storage", ...), "spec.storage is required"),
-    ("utilization above 1", with_("spec.serving.maxGpuMemoryUtilization", 1.5), "maxGpuMemoryUtilization"),
-    ("utilization zero", with_("spec.serving.maxGpuMemoryUtilization", 0), "maxGpuMemoryUtilization"),
+    (
+        "utilization above 1",
+        with_("spec.serving.maxGpuMemoryUtilization", 1.5),
+        "maxGpuMemoryUtilization",
+    ),
+    (
+        "utilization zero",
+        with_("spec.serving.maxGpuMemoryUtilization", 0),
+        "maxGpuMemoryUtilization",
+    ),
     ("zero concurrency", with_("spec.serving.concurrency", 0), "concurrency"),
     ("absurd context", with_("spec.serving.maxModelLen", 100_000_000), "maxModelLen"),
     ("unknown GPU", with_("spec.serving.gpu", {"product": "H100"}), "not in the catalog"),
@@ -95,7 +103,11 @@ INVALID = [
         with_("spec.serving.gpu", {"memoryGiB": 20, "bandwidthGBps": 300}),
         "set either product",
     ),
-    ("planned flag in extraArgs", with_("spec.serving.extraArgs", ["--max-model-len=4096"]), "extraArgs"),
+    (
+        "planned flag in extraArgs",
+        with_("spec.serving.extraArgs", ["--max-model-len=4096"]),
+        "extraArgs",
+    ),
     ("tp flag in extraArgs", with_("spec.serving.extraArgs", ["-tp", "2"]), "extraArgs"),
     ("path escapes volume", with_("spec.storage.pvc.path", "a/../../etc"), "path"),
     ("absolute path", with_("spec.storage.pvc.path", "/etc"), "path"),
@@ -106,7 +118,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize(("obj", "expected"), [(o, e) for _, o, e in INVALID], ids=[d for d, _, _ in INVALID])
+@pytest.mark.parametrize(
+    ("obj", "expected"), [(o, e) for _, o, e in INVALID], ids=[d for d, _, _ in INVALID]
+)
 def test_invalid_specs_are_refused_by_both(obj: dict[str, Any], expected: str) -> None:
     crd = admission_errors(obj)
     model = pydantic_error(obj)
@@ -141,9 +155,19 @@ def test_defaults_match_between_crd_and_models() -> None:
 
 def test_effective_defaults_per_method() -> None:
     awq = QuantizedModelSpec.model_validate(BASE["spec"]).quantization
-    assert (awq.effective_bits, awq.effective_group_size, awq.effective_symmetric) == (4, 128, False)
-    fp8 = QuantizedModelSpec.model_validate(with_("spec.quantization", {"method": "fp8"})["spec"]).quantization
-    assert (fp8.effective_bits, fp8.effective_group_size, fp8.effective_symmetric) == (8, None, True)
+    assert (awq.effective_bits, awq.effective_group_size, awq.effective_symmetric) == (
+        4,
+        128,
+        False,
+    )
+    fp8 = QuantizedModelSpec.model_validate(
+        with_("spec.quantization", {"method": "fp8"})["spec"]
+    ).quantization
+    assert (fp8.effective_bits, fp8.effective_group_size, fp8.effective_symmetric) == (
+        8,
+        None,
+        True,
+    )
     none = QuantizedModelSpec.model_validate(
         with_("spec.quantization", {"method": "none"})["spec"]
     ).quantization

@@ -57,7 +57,11 @@ def test_schema_is_structural() -> None:
 def test_every_spec_field_is_described() -> None:
     """`kubectl explain quantizedmodel.spec...` has something to say for every field."""
     spec = schema()["properties"]["spec"]
-    missing = [p for p, n in walk(spec, ".spec")[1:] if "description" not in n and not p.endswith(("[]", "}"))]
+    missing = [
+        p
+        for p, n in walk(spec, ".spec")[1:]
+        if "description" not in n and not p.endswith(("[]", "}"))
+    ]
     assert missing == []
 
 
@@ -99,7 +103,12 @@ def test_enums_and_defaults_come_from_the_code() -> None:
     for name in GPU_NAMES:
         assert name.lower() in gpu_rules
     assert props["quantization"]["properties"]["method"]["enum"] == [
-        "awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none",
+        "awq",
+        "gptq",
+        "w8a8-int8",
+        "fp8",
+        "fp8-dynamic",
+        "none",
     ]
     # Nested objects default to {} so that their own defaults apply.
     assert props["serving"]["default"] == {}
@@ -123,7 +132,9 @@ def test_status_conditions_are_a_map_keyed_by_type() -> None:
 
 @pytest.mark.parametrize("rule_holder", ["spec", "source", "quantization", "gpu", "extraArgs"])
 def test_cel_rules_carry_messages(rule_holder: str) -> None:
-    found = [n for p, n in walk(schema()) if p.endswith(rule_holder) and "x-kubernetes-validations" in n]
+    found = [
+        n for p, n in walk(schema()) if p.endswith(rule_holder) and "x-kubernetes-validations" in n
+    ]
     assert found, rule_holder
     for node in found:
         for rule in node["x-kubernetes-validations"]:

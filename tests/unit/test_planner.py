@@ -19,13 +19,21 @@ LLAMA_8B = architecture_from_config(LLAMA_31_8B)
 AWQ = WeightFormat(bits=4, group_size=128, symmetric=False)
 # meta-llama/Llama-3.1-405B-Instruct config.json, the fields that matter.
 LLAMA_405B = architecture_from_config(
-    {**LLAMA_31_8B, "hidden_size": 16384, "intermediate_size": 53248, "num_attention_heads": 128,
-     "num_hidden_layers": 126, "num_key_value_heads": 8}
+    {
+        **LLAMA_31_8B,
+        "hidden_size": 16384,
+        "intermediate_size": 53248,
+        "num_attention_heads": 128,
+        "num_hidden_layers": 126,
+        "num_key_value_heads": 8,
+    }
 )
 
 
 def test_llama_8b_awq_on_h100_takes_one_gpu_and_little_memory() -> None:
-    p = plan(LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), lookup_gpu("H100-80GB"), Budget(8192, 16), AWQ)
+    p = plan(
+        LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), lookup_gpu("H100-80GB"), Budget(8192, 16), AWQ
+    )
     assert (p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 1)
     assert 0.2 < p.gpu_memory_utilization < 0.5
     assert p.kv_cache_bytes_per_token == 131072  # 32 layers x 8 heads x 128 x 2 (K,V) x 2 bytes
@@ -41,7 +49,9 @@ def test_llama_8b_awq_on_h100_takes_one_gpu_and_little_memory() -> None:
 
 def test_fp16_128k_by_32_on_l4_cannot_fit_and_says_what_to_change() -> None:
     with pytest.raises(PlanError) as err:
-        plan(LLAMA_8B, estimate_weights(LLAMA_8B), lookup_gpu("L4"), Budget(131072, 32), UNQUANTIZED)
+        plan(
+            LLAMA_8B, estimate_weights(LLAMA_8B), lookup_gpu("L4"), Budget(131072, 32), UNQUANTIZED
+        )
     message = str(err.value)
     assert message.startswith("does not fit on L4: at TP=8")
     assert "GiB short" in message
@@ -66,19 +76,36 @@ def test_405b_fp16_on_h100_spans_two_nodes_with_pipeline_parallelism() -> None:
     assert (p.tensor_parallel_size, p.pipeline_parallel_size, p.gpus_per_replica) == (8, 2, 16)
     assert any("2 pipeline stages across 2 nodes" in r for r in p.reasons)
     with pytest.raises(PlanError, match="maxNodes"):
-        plan(LLAMA_405B, estimate_weights(LLAMA_405B), lookup_gpu("H100-80GB"), Budget(8192, 8), UNQUANTIZED)
+        plan(
+            LLAMA_405B,
+            estimate_weights(LLAMA_405B),
+            lookup_gpu("H100-80GB"),
+            Budget(8192, 8),
+            UNQUANTIZED,
+        )
 
 
 def test_max_model_len_defaults_to_8192_and_cannot_exceed_the_model() -> None:
     w = estimate_weights(LLAMA_8B, AWQ)
     assert plan(LLAMA_8B, w, lookup_gpu("H100-80GB"), Budget(), AWQ).max_model_len == 8192
-    with pytest.raises(PlanError, match=r"spec.serving.maxModelLen 200000 exceeds the model's maximum context of 131072"):
+    with pytest.raises(
+        PlanError,
+        match=r"spec.serving.maxModelLen 200000 exceeds the model's maximum context of 131072",
+    ):
         plan(LLAMA_8B, w, lookup_gpu("H100-80GB"), Budget(200_000), AWQ)
 
 
 def test_mla_cache_dtype_on_a_dense_model_is_refused() -> None:
-    with pytest.raises(PlanError, match="kvCacheDtype: kvCacheDtype fp8_ds_mla applies only to MLA"):
-        plan(LLAMA_8B, estimate_weights(LLAMA_8B), lookup_gpu("H100-80GB"), Budget(kv_cache_dtype="fp8_ds_mla"), UNQUANTIZED)
+    with pytest.raises(
+        PlanError, match="kvCacheDtype: kvCacheDtype fp8_ds_mla applies only to MLA"
+    ):
+        plan(
+            LLAMA_8B,
+            estimate_weights(LLAMA_8B),
+            lookup_gpu("H100-80GB"),
+            Budget(kv_cache_dtype="fp8_ds_mla"),
+            UNQUANTIZED,
+        )
 
 
 def test_fp8_kv_cache_halves_the_budget() -> None:
@@ -99,24 +126,49 @@ def test_utilization_never_exceeds_the_cap() -> None:
 
 def test_group_size_blocks_tensor_parallel_sizes() -> None:
     # Qwen2.5-7B: intermediate 18944 = 148 x 128; at TP=8 each shard has 2368 = 18.5 groups.
-    arch = architecture_from_config({**LLAMA_31_8B, "model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 18944,
-                                     "num_attention_heads": 28, "num_key_value_heads": 4, "num_hidden_layers": 28, "vocab_size": 152064})
+    arch = architecture_from_config(
+        {
+            **LLAMA_31_8B,
+            "model_type": "qwen2",
+            "hidden_size": 3584,
+            "intermediate_size": 18944,
+            "num_attention_heads": 28,
+            "num_key_value_heads": 4,
+            "num_hidden_layers": 28,
+            "vocab_size": 152064,
+        }
+    )
     blockers = " ".join(tp_blockers(arch, 8, WeightFormat(4, 128)))
     assert "28 attention heads do not divide by TP=8" in blockers
-    assert "down_proj's input shard 18944/8=2368 is not a multiple of the group size 128" in blockers
+    assert (
+        "down_proj's input shard 18944/8=2368 is not a multiple of the group size 128" in blockers
+    )
     assert tp_blockers(arch, 4, WeightFormat(4, 128)) == []
-    assert tp_blockers(arch, 8, WeightFormat(4, -1)) == ["the 28 attention heads do not divide by TP=8"]
+    assert tp_blockers(arch, 8, WeightFormat(4, -1)) == [
+        "the 28 attention heads do not divide by TP=8"
+    ]
 
 
 def test_kv_heads_must_divide_or_be_divided() -> None:
-    arch = architecture_from_config({**LLAMA_31_8B, "num_attention_heads": 24, "num_key_value_heads": 6, "hidden_size": 3072})
-    assert "the 6 KV heads neither divide by TP=4 nor divide it" in tp_blockers(arch, 4, UNQUANTIZED)
+    arch = architecture_from_config(
+        {**LLAMA_31_8B, "num_attention_heads": 24, "num_key_value_heads": 6, "hidden_size": 3072}
+    )
+    assert "the 6 KV heads neither divide by TP=4 nor divide it" in tp_blockers(
+        arch, 4, UNQUANTIZED
+    )
     assert tp_blockers(arch, 2, UNQUANTIZED) == []
 
 
 def test_tp_filter_plugs_in_extra_rules() -> None:
     w = estimate_weights(LLAMA_8B, AWQ)
-    p = plan(LLAMA_8B, w, lookup_gpu("H100-80GB"), Budget(8192, 16), AWQ, tp_filter=lambda tp: "no kernel" if tp == 1 else None)
+    p = plan(
+        LLAMA_8B,
+        w,
+        lookup_gpu("H100-80GB"),
+        Budget(8192, 16),
+        AWQ,
+        tp_filter=lambda tp: "no kernel" if tp == 1 else None,
+    )
     assert p.tensor_parallel_size == 2
     assert "TP=1 skipped: no kernel" in p.reasons
 
@@ -159,14 +211,24 @@ budgets = st.builds(
     gpus_per_node=st.sampled_from([1, 2, 4, 8]),
     max_nodes=st.integers(1, 4),
 )
-formats = st.sampled_from([UNQUANTIZED, WeightFormat(8), WeightFormat(4, 128, False), WeightFormat(4, 32, True), WeightFormat(8, -1)])
+formats = st.sampled_from(
+    [
+        UNQUANTIZED,
+        WeightFormat(8),
+        WeightFormat(4, 128, False),
+        WeightFormat(4, 32, True),
+        WeightFormat(8, -1),
+    ]
+)
 gpus = st.sampled_from(CATALOG)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
 @given(architectures(), budgets, formats, gpus)
-def test_a_returned_plan_always_fits_and_is_runnable(arch: Architecture, budget: Budget, fmt: WeightFormat, gpu: object) -> None:
+def test_a_returned_plan_always_fits_and_is_runnable(
+    arch: Architecture, budget: Budget, fmt: WeightFormat, gpu: object
+) -> None:
     try:
         p = plan(arch, estimate_weights(arch, fmt), gpu, budget, fmt)  # type: ignore[arg-type]
     except PlanError:
@@ -174,7 +236,10 @@ def test_a_returned_plan_always_fits_and_is_runnable(arch: Architecture, budget:
     tp = p.tensor_parallel_size
     assert p.sizing.required_bytes <= budget.max_gpu_memory_utilization * p.gpu.memory_bytes
     assert p.gpu_memory_utilization <= budget.max_gpu_memory_utilization
-    assert p.gpu_memory_utilization * p.gpu.memory_bytes >= p.sizing.required_bytes - 0.001 * GIB or p.gpu_memory_utilization == budget.max_gpu_memory_utilization
+    assert (
+        p.gpu_memory_utilization * p.gpu.memory_bytes >= p.sizing.required_bytes - 0.001 * GIB
+        or p.gpu_memory_utilization == budget.max_gpu_memory_utilization
+    )
     assert arch.num_attention_heads % tp == 0
     kv = arch.num_key_value_heads
     assert kv % tp == 0 or tp % kv == 0
@@ -182,12 +247,17 @@ def test_a_returned_plan_always_fits_and_is_runnable(arch: Architecture, budget:
     if fmt.group_size and fmt.group_size > 0:
         assert (arch.intermediate_size // tp) % fmt.group_size == 0
     # The KV cache holds the whole budget: concurrency sequences of max_model_len.
-    assert p.kv_cache_tokens >= budget.concurrency * math.ceil(p.max_model_len / BLOCK_SIZE_TOKENS) * BLOCK_SIZE_TOKENS
+    assert (
+        p.kv_cache_tokens
+        >= budget.concurrency * math.ceil(p.max_model_len / BLOCK_SIZE_TOKENS) * BLOCK_SIZE_TOKENS
+    )
 
 
 @SETTINGS
 @given(architectures(), budgets, formats, gpus, st.integers(1, 64))
-def test_more_concurrency_never_needs_less_memory(arch: Architecture, budget: Budget, fmt: WeightFormat, gpu: object, extra: int) -> None:
+def test_more_concurrency_never_needs_less_memory(
+    arch: Architecture, budget: Budget, fmt: WeightFormat, gpu: object, extra: int
+) -> None:
     more = Budget(**{**budget.__dict__, "concurrency": budget.concurrency + extra})
     weights = estimate_weights(arch, fmt)
     try:
@@ -208,7 +278,9 @@ def test_more_concurrency_never_needs_less_memory(arch: Architecture, budget: Bu
 
 @SETTINGS
 @given(architectures(), budgets, gpus, st.sampled_from([128, 64, 32, -1]))
-def test_fewer_weight_bits_never_need_more_gpus(arch: Architecture, budget: Budget, gpu: object, group: int) -> None:
+def test_fewer_weight_bits_never_need_more_gpus(
+    arch: Architecture, budget: Budget, gpu: object, group: int
+) -> None:
     four, eight = WeightFormat(4, group), WeightFormat(8, group)
     try:
         p8 = plan(arch, estimate_weights(arch, eight), gpu, budget, eight)  # type: ignore[arg-type]

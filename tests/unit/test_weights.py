@@ -65,8 +65,14 @@ def tiny(**overrides: object) -> Architecture:
 def llama_tensors(arch: Architecture) -> dict[str, np.ndarray]:
     """Tensors named and shaped as transformers' LlamaForCausalLM saves them, in float16."""
     h, hd = arch.hidden_size, arch.head_dim
-    q, kv, inter = arch.num_attention_heads * hd, arch.num_key_value_heads * hd, arch.intermediate_size
-    t: dict[str, np.ndarray] = {"model.embed_tokens.weight": np.zeros((arch.vocab_size, h), np.float16)}
+    q, kv, inter = (
+        arch.num_attention_heads * hd,
+        arch.num_key_value_heads * hd,
+        arch.intermediate_size,
+    )
+    t: dict[str, np.ndarray] = {
+        "model.embed_tokens.weight": np.zeros((arch.vocab_size, h), np.float16)
+    }
     for i in range(arch.num_hidden_layers):
         p = f"model.layers.{i}."
         t[p + "self_attn.q_proj.weight"] = np.zeros((q, h), np.float16)
@@ -106,7 +112,13 @@ def test_measurement_reads_headers_and_matches_estimate(tmp_path: Path) -> None:
     estimated = estimate_weights(arch)
     assert measured.measured and not estimated.measured
     assert measured.total_bytes == sum(a.nbytes for a in tensors.values())
-    for field in ("embedding_bytes", "lm_head_bytes", "layer_sharded_bytes", "layer_kv_bytes", "layer_replicated_bytes"):
+    for field in (
+        "embedding_bytes",
+        "lm_head_bytes",
+        "layer_sharded_bytes",
+        "layer_kv_bytes",
+        "layer_replicated_bytes",
+    ):
         assert getattr(measured, field) == getattr(estimated, field), field
     # Final norm: 256 x 2 bytes, replicated on every rank.
     assert measured.other_replicated_bytes == estimated.other_replicated_bytes == 512
@@ -127,7 +139,9 @@ def test_reading_a_header_does_not_read_tensor_data(tmp_path: Path) -> None:
     """A 1 TB sparse file with a valid header is measured instantly: the data is never read."""
     path = tmp_path / "huge.safetensors"
     size = 10**12
-    header = json.dumps({"w": {"dtype": "BF16", "shape": [500_000, 1_000_000], "data_offsets": [0, size]}}).encode()
+    header = json.dumps(
+        {"w": {"dtype": "BF16", "shape": [500_000, 1_000_000], "data_offsets": [0, size]}}
+    ).encode()
     with path.open("wb") as handle:
         handle.write(struct.pack("<Q", len(header)) + header)
         handle.truncate(8 + len(header) + size)
@@ -138,7 +152,11 @@ def test_reading_a_header_does_not_read_tensor_data(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"abc", "shorter than 8 bytes"), (struct.pack("<Q", 10**9) + b"{}", "impossible"), (struct.pack("<Q", 2) + b"[]", "not a JSON object")],
+    [
+        (b"abc", "shorter than 8 bytes"),
+        (struct.pack("<Q", 10**9) + b"{}", "impossible"),
+        (struct.pack("<Q", 2) + b"[]", "not a JSON object"),
+    ],
 )
 def test_malformed_files_name_the_problem(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "bad.safetensors"
@@ -151,20 +169,24 @@ def test_index_selects_files_and_consolidated_duplicates_are_skipped(tmp_path: P
     save_file({"a": np.zeros((4,), np.float16)}, str(tmp_path / "model-00001-of-00001.safetensors"))
     save_file({"a": np.zeros((4,), np.float16)}, str(tmp_path / "consolidated.safetensors"))
     assert [p.name for p in safetensors_files(tmp_path)] == ["model-00001-of-00001.safetensors"]
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "missing.safetensors"}}))
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"a": "missing.safetensors"}})
+    )
     with pytest.raises(WeightsError, match="missing"):
         safetensors_files(tmp_path)
 
 
 def test_no_safetensors_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match="no \\*.safetensors"):
+    with pytest.raises(WeightsError, match=r"no \*\.safetensors"):
         measure_weights(tmp_path, tiny())
 
 
 def test_multi_token_prediction_layers_are_left_out(tmp_path: Path) -> None:
     arch = tiny()
     tensors = llama_tensors(arch)
-    tensors["model.layers.2.mlp.down_proj.weight"] = np.zeros((256, 512), np.float16)  # Beyond num_hidden_layers.
+    tensors["model.layers.2.mlp.down_proj.weight"] = np.zeros(
+        (256, 512), np.float16
+    )  # Beyond num_hidden_layers.
     save_file(tensors, str(tmp_path / "model.safetensors"))
     assert measure_weights(tmp_path, arch).total_bytes == estimate_weights(arch).total_bytes
 
@@ -176,10 +198,20 @@ def test_per_gpu_split_follows_vllm_sharding() -> None:
     assert one == w.total_bytes
     two = w.per_gpu_bytes(arch, 2)
     # Everything but the norms halves.
-    assert two == pytest.approx((w.total_bytes - w.layer_replicated_bytes - w.other_replicated_bytes) / 2 + w.layer_replicated_bytes + w.other_replicated_bytes, abs=1)
+    assert two == pytest.approx(
+        (w.total_bytes - w.layer_replicated_bytes - w.other_replicated_bytes) / 2
+        + w.layer_replicated_bytes
+        + w.other_replicated_bytes,
+        abs=1,
+    )
     # At TP=16 > 8 KV heads, each rank holds one whole KV head: k/v shrink by 8, not 16.
     sixteen = w.per_gpu_bytes(arch, 16)
-    expected = (w.embedding_bytes + w.lm_head_bytes + w.layer_sharded_bytes) / 16 + w.layer_kv_bytes / 8 + w.layer_replicated_bytes + w.other_replicated_bytes
+    expected = (
+        (w.embedding_bytes + w.lm_head_bytes + w.layer_sharded_bytes) / 16
+        + w.layer_kv_bytes / 8
+        + w.layer_replicated_bytes
+        + w.other_replicated_bytes
+    )
     assert sixteen == pytest.approx(expected, abs=1)
 
 
@@ -188,7 +220,9 @@ def test_pipeline_stages_hold_their_share_of_layers() -> None:
     w = estimate_weights(arch)
     layers = w.layer_sharded_bytes + w.layer_kv_bytes + w.layer_replicated_bytes
     # PP=3 over 32 layers: the fullest stage has 11 layers and the larger end (embeddings).
-    assert w.per_gpu_bytes(arch, 1, 3) == pytest.approx(layers * 11 / 32 + w.embedding_bytes + w.other_replicated_bytes, abs=1)
+    assert w.per_gpu_bytes(arch, 1, 3) == pytest.approx(
+        layers * 11 / 32 + w.embedding_bytes + w.other_replicated_bytes, abs=1
+    )
 
 
 def test_linear_bytes_per_format() -> None:
@@ -197,7 +231,10 @@ def test_linear_bytes_per_format() -> None:
     w4 = WeightFormat(bits=4, group_size=128, symmetric=False)
     assert w4.linear_bytes(4096, 1024) == 4096 * 1024 // 2 + 32 * 1024 * 2 + 32 * 1024 // 2
     # Symmetric: no zero points.
-    assert WeightFormat(bits=4, group_size=128).linear_bytes(4096, 1024) == 4096 * 1024 // 2 + 32 * 1024 * 2
+    assert (
+        WeightFormat(bits=4, group_size=128).linear_bytes(4096, 1024)
+        == 4096 * 1024 // 2 + 32 * 1024 * 2
+    )
     # FP8 / INT8: one byte per weight and one scale per output channel.
     assert WeightFormat(bits=8).linear_bytes(4096, 1024) == 4096 * 1024 + 1024 * 2
 
@@ -206,18 +243,58 @@ def test_linear_bytes_per_format() -> None:
     ("qc", "expected"),
     [
         (None, UNQUANTIZED),
-        ({"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}, WeightFormat(4, 128, False)),
-        ({"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False}, WeightFormat(4, 128, True)),
+        (
+            {
+                "quant_method": "awq",
+                "bits": 4,
+                "group_size": 128,
+                "zero_point": True,
+                "version": "gemm",
+            },
+            WeightFormat(4, 128, False),
+        ),
+        (
+            {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": False},
+            WeightFormat(4, 128, True),
+        ),
         ({"quant_method": "fp8", "activation_scheme": "dynamic"}, WeightFormat(8)),
         (
-            {"quant_method": "compressed-tensors", "config_groups": {"group_0": {"targets": ["Linear"], "weights": {"num_bits": 4, "strategy": "group", "group_size": 128, "symmetric": True, "type": "int"}}}},
+            {
+                "quant_method": "compressed-tensors",
+                "config_groups": {
+                    "group_0": {
+                        "targets": ["Linear"],
+                        "weights": {
+                            "num_bits": 4,
+                            "strategy": "group",
+                            "group_size": 128,
+                            "symmetric": True,
+                            "type": "int",
+                        },
+                    }
+                },
+            },
             WeightFormat(4, 128, True),
         ),
         (
-            {"quant_method": "compressed-tensors", "config_groups": {"group_0": {"weights": {"num_bits": 8, "strategy": "channel", "symmetric": True, "type": "float"}}}},
+            {
+                "quant_method": "compressed-tensors",
+                "config_groups": {
+                    "group_0": {
+                        "weights": {
+                            "num_bits": 8,
+                            "strategy": "channel",
+                            "symmetric": True,
+                            "type": "float",
+                        }
+                    }
+                },
+            },
             WeightFormat(8, None, True),
         ),
     ],
 )
-def test_weight_format_of_existing_checkpoints(qc: dict[str, object] | None, expected: WeightFormat) -> None:
+def test_weight_format_of_existing_checkpoints(
+    qc: dict[str, object] | None, expected: WeightFormat
+) -> None:
     assert weight_format_from_quantization_config(qc) == expected

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
 
 
@@ -34,3 +34,16 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
     if field_path is not None:
         entry["fieldPath"] = field_path
     return entry
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, JsonValue]:
+    """Return ``json_schema_extra`` carrying CEL admission rules."""
+    return {"x-kubernetes-validations": cast(list[JsonValue], list(rules))}
+
+
+def with_cel_rules(*rules: dict[str, str]) -> ConfigDict:
+    """Return a model config that adds CEL admission rules to the model's schema.
+
+    pydantic merges it with the parent's config, so camelCase aliases and ``extra="forbid"`` stay.
+    """
+    return ConfigDict(json_schema_extra=cel_rules(*rules))

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from quantwise.api.base import ApiModel, cel
+from quantwise.api.base import ApiModel, cel, cel_rules, with_cel_rules
 from quantwise.planning.gpus import GPU_NAMES
 from quantwise.planning.kvcache import KVCacheDtype
 
@@ -85,14 +85,9 @@ RelPath = Annotated[
         min_length=1,
         max_length=1024,
         pattern=REL_PATH_PATTERN,
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "!self.matches('(^|/)[.][.]?(/|$)')",
-                    "must not contain '.' or '..' segments",
-                )
-            ]
-        },
+        json_schema_extra=cel_rules(
+            cel("!self.matches('(^|/)[.][.]?(/|$)')", "must not contain '.' or '..' segments")
+        ),
     ),
     AfterValidator(_no_dot_segments),
 ]
@@ -138,16 +133,12 @@ class PvcLocation(ApiModel):
 class Source(ApiModel):
     """Where the base (or already quantized) model comes from: exactly one of its fields."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "(has(self.huggingFace) ? 1 : 0) + (has(self.pvc) ? 1 : 0) == 1",
-                    "exactly one of spec.source.huggingFace or spec.source.pvc must be set",
-                )
-            ]
-        }
-    }
+    model_config = with_cel_rules(
+        cel(
+            "(has(self.huggingFace) ? 1 : 0) + (has(self.pvc) ? 1 : 0) == 1",
+            "exactly one of spec.source.huggingFace or spec.source.pvc must be set",
+        )
+    )
 
     hugging_face: HuggingFaceSource | None = Field(
         default=None, description="A Hugging Face Hub repository."
@@ -175,9 +166,7 @@ class Calibration(ApiModel):
         description="A Hugging Face dataset id, or the path of a JSONL or text file on a volume "
         "mounted into the Job (clusters without internet access).",
     )
-    samples: int = Field(
-        default=256, ge=1, le=65536, description="Number of calibration samples."
-    )
+    samples: int = Field(default=256, ge=1, le=65536, description="Number of calibration samples.")
     sequence_length: int = Field(
         default=512, ge=16, le=32768, description="Tokens per calibration sample."
     )
@@ -201,25 +190,21 @@ def _bits_rule() -> dict[str, str]:
 class Quantization(ApiModel):
     """How to quantize the model, or ``method: none`` to validate and serve it as it is."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                _bits_rule(),
-                cel(
-                    "!has(self.groupSize) || self.method in ['awq', 'gptq', 'none']",
-                    "spec.quantization.groupSize applies only to awq, gptq and none; "
-                    "w8a8-int8 and fp8 quantize per channel or per tensor",
-                    ".groupSize",
-                ),
-                cel(
-                    "!has(self.symmetric) || self.method in ['awq', 'gptq', 'w8a8-int8', 'none']",
-                    "spec.quantization.symmetric applies only to awq, gptq and w8a8-int8; "
-                    "fp8 is always symmetric",
-                    ".symmetric",
-                ),
-            ]
-        }
-    }
+    model_config = with_cel_rules(
+        _bits_rule(),
+        cel(
+            "!has(self.groupSize) || self.method in ['awq', 'gptq', 'none']",
+            "spec.quantization.groupSize applies only to awq, gptq and none; "
+            "w8a8-int8 and fp8 quantize per channel or per tensor",
+            ".groupSize",
+        ),
+        cel(
+            "!has(self.symmetric) || self.method in ['awq', 'gptq', 'w8a8-int8', 'none']",
+            "spec.quantization.symmetric applies only to awq, gptq and w8a8-int8; "
+            "fp8 is always symmetric",
+            ".symmetric",
+        ),
+    )
 
     method: Method = Field(
         description="awq and gptq: 4-bit (gptq also 8-bit) weights, 16-bit activations; "
@@ -244,7 +229,8 @@ class Quantization(ApiModel):
         "otherwise.",
     )
     calibration: Calibration = Field(
-        default_factory=Calibration, description="Calibration data (ignored by fp8-dynamic and none)."
+        default_factory=Calibration,
+        description="Calibration data (ignored by fp8-dynamic and none).",
     )
     ignore: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         default_factory=lambda: ["lm_head"],
@@ -354,27 +340,24 @@ class Quantizer(ApiModel):
 class GpuSpec(ApiModel):
     """The serving GPU: a catalog name, or a description of a GPU not in the catalog."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "has(self.product) ? !(has(self.memoryGiB) || has(self.bandwidthGBps) || "
-                    "has(self.computeCapability)) : (has(self.memoryGiB) && has(self.bandwidthGBps) "
-                    "&& has(self.computeCapability))",
-                    "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps "
-                    "and computeCapability",
-                ),
-                cel(
-                    "!has(self.product) || self.product.matches('^(?i)("
-                    + "|".join(n.lower().replace(".", "[.]") for n in GPU_NAMES)
-                    + ")$')",
-                    "spec.serving.gpu.product is not in the catalog (" + ", ".join(GPU_NAMES)
-                    + "); describe other GPUs with memoryGiB, bandwidthGBps and computeCapability",
-                    ".product",
-                ),
-            ]
-        }
-    }
+    model_config = with_cel_rules(
+        cel(
+            "has(self.product) ? !(has(self.memoryGiB) || has(self.bandwidthGBps) || "
+            "has(self.computeCapability)) : (has(self.memoryGiB) && "
+            "has(self.bandwidthGBps) && has(self.computeCapability))",
+            "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps "
+            "and computeCapability",
+        ),
+        cel(
+            "!has(self.product) || self.product.matches('^(?i)("
+            + "|".join(n.lower().replace(".", "[.]") for n in GPU_NAMES)
+            + ")$')",
+            "spec.serving.gpu.product is not in the catalog ("
+            + ", ".join(GPU_NAMES)
+            + "); describe other GPUs with memoryGiB, bandwidthGBps and computeCapability",
+            ".product",
+        ),
+    )
 
     product: str | None = Field(
         default=None,
@@ -417,9 +400,7 @@ class GpuSpec(ApiModel):
                 "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps and "
                 "computeCapability"
             )
-        if self.product is not None and self.product.lower() not in {
-            n.lower() for n in GPU_NAMES
-        }:
+        if self.product is not None and self.product.lower() not in {n.lower() for n in GPU_NAMES}:
             raise ValueError(
                 f"spec.serving.gpu.product {self.product!r} is not in the catalog "
                 f"({', '.join(GPU_NAMES)}); describe other GPUs with memoryGiB, bandwidthGBps "
@@ -508,7 +489,7 @@ class Serving(ApiModel):
         default=None,
         max_length=64,
         description="Extra vLLM arguments, passed as they are (never through a shell).",
-        json_schema_extra={"x-kubernetes-validations": [_extra_args_rule()]},
+        json_schema_extra=cel_rules(_extra_args_rule()),
     )
     shm_size: str = Field(
         default="8Gi",
@@ -540,17 +521,13 @@ class Serving(ApiModel):
 class QuantizedModelSpec(ApiModel):
     """A model to quantize, validate, size and serve with vLLM."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {
-            "x-kubernetes-validations": [
-                cel(
-                    "self.quantization.method == 'none' || has(self.storage)",
-                    "spec.storage is required when spec.quantization.method is not none: "
-                    "quantized artifacts are written there",
-                ),
-            ]
-        }
-    }
+    model_config = with_cel_rules(
+        cel(
+            "self.quantization.method == 'none' || has(self.storage)",
+            "spec.storage is required when spec.quantization.method is not none: "
+            "quantized artifacts are written there",
+        ),
+    )
 
     source: Source = Field(description="Where the model comes from.")
     quantization: Quantization = Field(description="How to quantize it.")

@@ -40,7 +40,9 @@ class Condition(ApiModel):
 class ArtifactStatus(ApiModel):
     """The checkpoint that is served."""
 
-    path: str | None = Field(default=None, description="Where the artifact is (volume path or repo).")
+    path: str | None = Field(
+        default=None, description="Where the artifact is (volume path or repo)."
+    )
     digest: str | None = Field(default=None, description="sha256 of the artifact's index.")
     method: str | None = Field(default=None, description="Quantization method.")
     bits: int | None = Field(default=None, description="Weight bits.")
@@ -60,9 +62,7 @@ class PlanStatus(ApiModel):
         ge=1, description="vLLM --pipeline-parallel-size (nodes per replica)."
     )
     gpus_per_replica: int = Field(ge=1, description="GPUs one replica uses.")
-    gpu_memory_utilization: float = Field(
-        gt=0, le=1, description="vLLM --gpu-memory-utilization."
-    )
+    gpu_memory_utilization: float = Field(gt=0, le=1, description="vLLM --gpu-memory-utilization.")
     max_model_len: int = Field(ge=1, description="vLLM --max-model-len.")
     max_num_seqs: int = Field(ge=1, description="vLLM --max-num-seqs.")
     max_num_batched_tokens: int = Field(ge=1, description="vLLM --max-num-batched-tokens.")
@@ -113,7 +113,9 @@ class QuantizedModelStatus(ApiModel):
     endpoint: str | None = Field(
         default=None, description="OpenAI-compatible base URL inside the cluster."
     )
-    replicas: int | None = Field(default=None, description="Ready vLLM replicas (scale subresource).")
+    replicas: int | None = Field(
+        default=None, description="Ready vLLM replicas (scale subresource)."
+    )
     selector: str | None = Field(
         default=None, description="Label selector of the vLLM pods (scale subresource)."
     )

@@ -148,7 +148,9 @@ def _require_int(config: Mapping[str, Any], keys: Sequence[str], what: str) -> i
         names = keys[0] + (f" (nor {', '.join(keys[1:])})" if len(keys) > 1 else "")
         raise ArchitectureError(f"config.json has no {names}: cannot tell the model's {what}")
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ArchitectureError(f"config.json field {keys[0]} is {value!r}: expected a positive int")
+        raise ArchitectureError(
+            f"config.json field {keys[0]} is {value!r}: expected a positive int"
+        )
     return value
 
 
@@ -179,9 +181,7 @@ def text_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def _num_kv_heads(cfg: Mapping[str, Any], model_type: str, num_heads: int) -> int:
     # vllm/config/model.py get_total_num_kv_heads: Falcon's multi_query means one KV head
     # unless it uses the new decoder architecture.
-    if model_type in _FALCON and not cfg.get("new_decoder_architecture") and cfg.get(
-        "multi_query"
-    ):
+    if model_type in _FALCON and not cfg.get("new_decoder_architecture") and cfg.get("multi_query"):
         return 1
     attn_config = cfg.get("attn_config")
     if isinstance(attn_config, Mapping) and attn_config.get("kv_n_heads") is not None:
@@ -227,7 +227,9 @@ def _max_len(cfg: Mapping[str, Any]) -> int:
         if rope_type not in (None, "default", "su", "longrope", "llama3", "mrope") and isinstance(
             factor, int | float
         ):
-            if rope_type == "yarn" and isinstance(rope.get("original_max_position_embeddings"), int):
+            if rope_type == "yarn" and isinstance(
+                rope.get("original_max_position_embeddings"), int
+            ):
                 length = rope["original_max_position_embeddings"]
             length = int(length * factor)
     return length

@@ -1,5 +1,7 @@
-"""Plan a QuantizedModel spec: the glue between ``spec.serving`` / ``spec.quantization`` and the
-planner, shared by the CLI and the operator.
+"""Plan a QuantizedModel spec: glue between the spec and the planner.
+
+Shared by the CLI and the operator: ``spec.serving`` becomes a Budget, ``spec.serving.gpu`` a GPU,
+``spec.quantization`` (or the checkpoint's ``quantization_config``) a WeightFormat.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def gpu_from_spec(gpu: GpuSpec) -> GPU:
         return lookup_gpu(gpu.product)
     assert gpu.memory_gib is not None and gpu.bandwidth_gbps is not None
     assert gpu.compute_capability is not None
-    return custom_gpu(gpu.memory_gib, gpu.bandwidth_gbps, gpu.compute_capability, gpu.name or "custom")
+    return custom_gpu(
+        gpu.memory_gib, gpu.bandwidth_gbps, gpu.compute_capability, gpu.name or "custom"
+    )
 
 
 def weight_format_for(

@@ -60,9 +60,13 @@ CATALOG: tuple[GPU, ...] = (
     # L40S datasheet: 48 GB GDDR6, 864 GB/s, Ada (8.9); nvidia-smi 46068 MiB.
     GPU("L40S", _gib(44.52), 864.0, (8, 9), ("NVIDIA-L40S",)),
     # A100 40GB SXM4 datasheet: 1,555 GB/s, Ampere (8.0). PyTorch reports 39.39 GiB.
-    GPU("A100-40GB", _gib(39.39), 1555.0, (8, 0), ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")),
+    GPU(
+        "A100-40GB", _gib(39.39), 1555.0, (8, 0), ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")
+    ),
     # A100 80GB SXM4 datasheet: 2,039 GB/s (PCIe: 1,935), Ampere (8.0). PyTorch reports 79.15 GiB.
-    GPU("A100-80GB", _gib(79.15), 2039.0, (8, 0), ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")),
+    GPU(
+        "A100-80GB", _gib(79.15), 2039.0, (8, 0), ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")
+    ),
     # H100 SXM5 datasheet: 80 GB HBM3, 3.35 TB/s, Hopper (9.0). vLLM logs 79.19 GiB total.
     GPU("H100-80GB", _gib(79.19), 3350.0, (9, 0), ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")),
     # H200 SXM datasheet: 141 GB HBM3e, 4.8 TB/s, Hopper (9.0); nvidia-smi 143771 MiB.

@@ -58,7 +58,9 @@ class KVCacheError(ValueError):
     """A KV-cache dtype that does not apply to the model."""
 
 
-def kv_bytes_per_head_per_token(kv_cache_dtype: str, head_dim: int, model_dtype_bytes: int = 2) -> int:
+def kv_bytes_per_head_per_token(
+    kv_cache_dtype: str, head_dim: int, model_dtype_bytes: int = 2
+) -> int:
     """Bytes one KV head takes per token on one GPU, K and V together.
 
     ``auto`` stores the model's dtype; the fp8 family one byte per element. The per-token-head
@@ -129,7 +131,9 @@ def layers_on_gpu(arch: Architecture, pp: int) -> tuple[int, int]:
     return stage - sliding, sliding
 
 
-def kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = "auto", pp: int = 1) -> int:
+def kv_bytes_per_token(
+    arch: Architecture, tp: int, kv_cache_dtype: str = "auto", pp: int = 1
+) -> int:
     """KV-cache bytes one token takes on the fullest GPU, over all of that GPU's layers."""
     full, sliding = layers_on_gpu(arch, pp)
     return (full + sliding) * layer_kv_bytes_per_token(arch, tp, kv_cache_dtype)

@@ -44,11 +44,16 @@ class Overhead:
     @property
     def total_bytes(self) -> int:
         """All overhead on one GPU."""
-        return self.activation_bytes + self.sampler_bytes + self.non_torch_bytes + self.cuda_graph_bytes
+        return (
+            self.activation_bytes
+            + self.sampler_bytes
+            + self.non_torch_bytes
+            + self.cuda_graph_bytes
+        )
 
 
 def default_max_num_batched_tokens(gpu_memory_bytes: int) -> int:
-    """vLLM's default ``--max-num-batched-tokens`` for the OpenAI server on a GPU of this size.
+    """VLLM's default ``--max-num-batched-tokens`` for the OpenAI server on a GPU of this size.
 
     vllm/engine/arg_utils.py (``_set_default_args``): 8192 on GPUs with at least 70 GiB
     (H100, H200, B200...), 2048 on smaller ones.

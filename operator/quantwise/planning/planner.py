@@ -162,9 +162,7 @@ def tp_blockers(arch: Architecture, tp: int, fmt: WeightFormat) -> list[str]:
     """
     blockers: list[str] = []
     if arch.num_attention_heads % tp:
-        blockers.append(
-            f"the {arch.num_attention_heads} attention heads do not divide by TP={tp}"
-        )
+        blockers.append(f"the {arch.num_attention_heads} attention heads do not divide by TP={tp}")
     if not arch.is_mla:
         kv = arch.num_key_value_heads
         if kv % tp and tp % kv:
@@ -185,7 +183,12 @@ def tp_blockers(arch: Architecture, tp: int, fmt: WeightFormat) -> list[str]:
     for name, width in row_inputs:
         if width % tp:
             blockers.append(f"{name}'s input of {width} does not divide by TP={tp}")
-        elif fmt.quantized and fmt.group_size and fmt.group_size > 0 and (width // tp) % fmt.group_size:
+        elif (
+            fmt.quantized
+            and fmt.group_size
+            and fmt.group_size > 0
+            and (width // tp) % fmt.group_size
+        ):
             blockers.append(
                 f"{name}'s input shard {width}/{tp}={width // tp} is not a multiple of the "
                 f"group size {fmt.group_size}"
@@ -210,9 +213,7 @@ def _size(
     kv_cache_dtype: str | None = None,
 ) -> Sizing:
     dtype = kv_cache_dtype or budget.kv_cache_dtype
-    per_seq = kv_bytes_per_sequence(
-        arch, tp, max_model_len, dtype, pp, max_num_batched_tokens
-    )
+    per_seq = kv_bytes_per_sequence(arch, tp, max_model_len, dtype, pp, max_num_batched_tokens)
     return Sizing(
         tp=tp,
         pp=pp,
@@ -316,14 +317,19 @@ def plan(
                 break
     if chosen is None:
         assert last is not None
-        raise PlanError(_no_fit_message(arch, weights, gpu, budget, fmt, last, max_model_len,
-                                        max_num_seqs, mnbt, cap_text))
+        raise PlanError(
+            _no_fit_message(
+                arch, weights, gpu, budget, fmt, last, max_model_len, max_num_seqs, mnbt, cap_text
+            )
+        )
 
     tp, pp = chosen.tp, chosen.pp
     utilization = min(
         budget.max_gpu_memory_utilization, _round_up(chosen.required_bytes / gpu.memory_bytes)
     )
-    kv_memory = int(gpu.memory_bytes * utilization) - chosen.weight_bytes - chosen.overhead.total_bytes
+    kv_memory = (
+        int(gpu.memory_bytes * utilization) - chosen.weight_bytes - chosen.overhead.total_bytes
+    )
     tokens = kv_cache_tokens(arch, tp, kv_memory, budget.kv_cache_dtype, pp)
     per_token = kv_bytes_per_token(arch, tp, budget.kv_cache_dtype, pp)
     bytes_read = weights.bytes_read_per_token(arch)
@@ -338,7 +344,9 @@ def plan(
         f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
         f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01"
     )
-    reasons.append(_kv_reason(arch, tp, pp, budget.kv_cache_dtype, per_token, tokens, max_model_len))
+    reasons.append(
+        _kv_reason(arch, tp, pp, budget.kv_cache_dtype, per_token, tokens, max_model_len)
+    )
     reasons.append(
         f"max-num-seqs {max_num_seqs}: "
         + (
@@ -373,7 +381,13 @@ def plan(
 
 
 def _kv_reason(
-    arch: Architecture, tp: int, pp: int, dtype: str, per_token: int, tokens: int, max_model_len: int
+    arch: Architecture,
+    tp: int,
+    pp: int,
+    dtype: str,
+    per_token: int,
+    tokens: int,
+    max_model_len: int,
 ) -> str:
     if arch.is_mla:
         shape = f"MLA latent {arch.mla_kv_width} per layer, replicated on every rank"
@@ -436,12 +450,20 @@ def _no_fit_message(
         if budget.kv_cache_dtype in ("auto", "float16", "bfloat16"):
             fp8 = "fp8" if not arch.is_mla else "fp8_ds_mla"
             try:
-                s8 = _size(arch, weights, gpu, budget, last.tp, last.pp, max_model_len,
-                           max_num_seqs, mnbt, kv_cache_dtype=fp8)
-                verdict = "fits" if s8.fits else f"still {gib(s8.shortfall_bytes)} short"
-                lines.append(
-                    f"- spec.serving.kvCacheDtype {fp8} (halves the KV cache: {verdict})"
+                s8 = _size(
+                    arch,
+                    weights,
+                    gpu,
+                    budget,
+                    last.tp,
+                    last.pp,
+                    max_model_len,
+                    max_num_seqs,
+                    mnbt,
+                    kv_cache_dtype=fp8,
                 )
+                verdict = "fits" if s8.fits else f"still {gib(s8.shortfall_bytes)} short"
+                lines.append(f"- spec.serving.kvCacheDtype {fp8} (halves the KV cache: {verdict})")
             except KVCacheError:  # pragma: no cover - fp8 applies to every architecture
                 pass
     if fmt.bits > 4:
@@ -450,13 +472,20 @@ def _no_fit_message(
         g.name
         for g in CATALOG
         if g.memory_bytes > gpu.memory_bytes
-        and _size(arch, weights, g, budget, last.tp, last.pp, max_model_len, max_num_seqs,
-                  default_max_num_batched_tokens(g.memory_bytes)).fits
+        and _size(
+            arch,
+            weights,
+            g,
+            budget,
+            last.tp,
+            last.pp,
+            max_model_len,
+            max_num_seqs,
+            default_max_num_batched_tokens(g.memory_bytes),
+        ).fits
     ]
     if bigger:
         lines.append(f"- a bigger GPU: {', '.join(bigger)} fit at {where}")
     if budget.max_nodes == 1:
-        lines.append(
-            "- spec.serving.maxNodes > 1 to add pipeline-parallel stages across nodes"
-        )
+        lines.append("- spec.serving.maxNodes > 1 to add pipeline-parallel stages across nodes")
     return "\n".join(lines)

@@ -126,9 +126,11 @@ class WeightBreakdown:
         lm_head = self.lm_head_bytes
         if pp > 1 and arch.tie_word_embeddings and lm_head == 0:
             lm_head = self.embedding_bytes  # The last stage needs its own copy of tied weights.
-        ends = (self.embedding_bytes + lm_head) / tp if pp == 1 else max(
-            self.embedding_bytes, lm_head
-        ) / tp
+        ends = (
+            (self.embedding_bytes + lm_head) / tp
+            if pp == 1
+            else max(self.embedding_bytes, lm_head) / tp
+        )
         return math.ceil(per_layer_set * stage_fraction + ends + self.other_replicated_bytes)
 
     def bytes_read_per_token(self, arch: Architecture) -> int:
@@ -313,6 +315,9 @@ def safetensors_files(model_dir: Path) -> list[Path]:
     return hf_files or files
 
 
+_ROUTER_RE = re.compile(r"\.(mlp|block_sparse_moe)\.(gate|router)\.")
+# vLLM's DeepSeek attention keeps the low-rank down-projections replicated on every rank.
+_MLA_REPLICATED_RE = re.compile(r"\.(kv_a_proj|q_a_proj)")
 _LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block)\.(\d+)\.")
 _EMBED_KEYS = ("embed_tokens", "wte", "word_embeddings", "tok_embeddings", "embedding.weight")
 _LM_HEAD_KEYS = ("lm_head", "embed_out", "output.weight")
@@ -351,9 +356,7 @@ def classify_tensors(arch: Architecture, tensors: Iterable[TensorInfo]) -> Weigh
             replicated += nbytes
         elif ".experts." in name:
             experts += nbytes
-        elif re.search(r"\.(mlp|block_sparse_moe)\.(gate|router)\.", name):
-            replicated += nbytes
-        elif arch.is_mla and ("kv_a_proj" in name or "q_a_proj" in name):
+        elif _ROUTER_RE.search(name) or (arch.is_mla and _MLA_REPLICATED_RE.search(name)):
             replicated += nbytes
         elif re.search(r"\.(k_proj|v_proj)\.", name):
             kv += nbytes
@@ -422,6 +425,8 @@ def weight_format_from_quantization_config(qc: Mapping[str, Any] | None) -> Weig
         sym = qc.get("sym")
         symmetric = bool(sym) if sym is not None else not bool(zero_point)
         return WeightFormat(
-            bits=bits, group_size=int(gsize) if isinstance(gsize, int) else None, symmetric=symmetric
+            bits=bits,
+            group_size=int(gsize) if isinstance(gsize, int) else None,
+            symmetric=symmetric,
         )
     return UNQUANTIZED

@@ -28,15 +28,18 @@ LABEL_ARTIFACT = "quantwise.dev/artifact"
 
 def artifact_hash(spec: QuantizedModelSpec) -> str:
     """Return the 8-hex-digit hash of what determines the artifact (source + quantization)."""
+    quantization = spec.quantization.to_api()
+    # Defaults hash like their explicit values: `bits: 4` on awq is the same artifact.
+    quantization.update(
+        bits=spec.quantization.effective_bits,
+        groupSize=spec.quantization.effective_group_size,
+        symmetric=spec.quantization.effective_symmetric,
+    )
     material = {
         "source": spec.source.to_api(),
-        "quantization": spec.quantization.to_api(),
-        "bits": spec.quantization.effective_bits,
-        "groupSize": spec.quantization.effective_group_size,
-        "symmetric": spec.quantization.effective_symmetric,
-        "kvCacheScales": spec.serving.kv_cache_dtype
-        if spec.serving.kv_cache_dtype.startswith("fp8")
-        else None,
+        "quantization": quantization,
+        # FP8 KV-cache scales are calibrated into the checkpoint.
+        "kvCacheScales": spec.serving.kv_cache_dtype.startswith("fp8"),
     }
     digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
     return digest[:HASH_LENGTH]

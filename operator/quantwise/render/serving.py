@@ -140,7 +140,9 @@ def _owner(owner: dict[str, Any] | None) -> list[dict[str, Any]]:
     return [owner] if owner else []
 
 
-def _metadata(name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any] | None) -> dict[str, Any]:
+def _metadata(
+    name: str, namespace: str, labels: dict[str, str], owner: dict[str, Any] | None
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels}
     if owner:
         meta["ownerReferences"] = _owner(owner)
@@ -184,7 +186,7 @@ def deployment(
         {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
-        {"name": "shm", "mountPath": "/dev/shm"},
+        {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108 - a memory-backed emptyDir.
         {"name": "cache", "mountPath": CACHE_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp.
     ]
@@ -277,9 +279,7 @@ def deployment(
     }
 
 
-def service(
-    name: str, namespace: str, owner: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def service(name: str, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
     """Return the ClusterIP Service (v1) in front of the vLLM pods, port 8000."""
     return {
         "apiVersion": "v1",

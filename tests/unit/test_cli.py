@@ -1,0 +1,205 @@
+"""`quantwise plan`, `render` and `crd` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_weights import LLAMA_31_8B
+
+from quantwise.cli import main
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "examples" / "llama-3.1-8b-awq.yaml"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA_31_8B))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plan_table_explains_the_plan(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--config", str(config))
+    assert code == 0
+    assert "TP 1 x PP 1" in out
+    assert "--gpu-memory-utilization 0." in out
+    assert "Why:" in out and "KV cache 131,072 bytes/token/GPU" in out
+
+
+def test_plan_json_is_status_plan(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--config", str(config), "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["tensorParallelSize"] == 1
+    assert data["kvCacheBytesPerToken"] == 131072
+    assert data["weightBytes"] == pytest.approx(5.73e9, rel=0.01)
+    assert data["weightBytesSource"] == "estimated"
+    assert data["gpuMemoryUtilization"] < 0.95
+    # Same field names as the CRD's status.plan.
+    from quantwise.api.crd import build_crd
+
+    plan_props = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"][
+        "status"
+    ]["properties"]["plan"]["properties"]
+    assert set(data) <= set(plan_props)
+
+
+def test_plan_yaml_prints_the_manifests(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--config", str(config), "-o", "yaml")
+    assert code == 0
+    kinds = [d["kind"] for d in yaml.safe_load_all(out)]
+    assert kinds == ["Deployment", "Service"]
+
+
+def test_what_if_flags_override_the_file(capsys: pytest.CaptureFixture[str], config: Path) -> None:
+    code, out, err = run(
+        capsys,
+        "plan",
+        str(EXAMPLE),
+        "--config",
+        str(config),
+        "--method",
+        "none",
+        "--gpu",
+        "L4",
+        "--max-model-len",
+        "131072",
+        "--concurrency",
+        "32",
+    )
+    assert code == 1
+    assert out == ""
+    assert "does not fit on L4" in err
+    code, out, _ = run(
+        capsys,
+        "plan",
+        str(EXAMPLE),
+        "--config",
+        str(config),
+        "--method",
+        "none",
+        "--gpu",
+        "L4",
+        "--concurrency",
+        "32",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    assert json.loads(out)["tensorParallelSize"] == 4
+
+
+def test_method_none_plans_at_the_model_dtype(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--config",
+        str(config),
+        "--method",
+        "none",
+        "--gpu",
+        "H100-80GB",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    assert json.loads(out)["weightBytes"] == 8_030_261_248 * 2
+
+
+def test_model_dir_measures_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import numpy as np
+    from safetensors.numpy import save_file
+    from test_weights import llama_tensors, tiny
+
+    arch = tiny()
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "num_hidden_layers": 2,
+                "hidden_size": 256,
+                "intermediate_size": 512,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 1000,
+                "max_position_embeddings": 2048,
+            }
+        )
+    )
+    tensors = llama_tensors(arch)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    code, out, _ = run(capsys, "plan", "--model-dir", str(tmp_path), "--gpu", "t4", "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["weightBytesSource"] == "measured"
+    assert data["weightBytes"] == sum(a.nbytes for a in tensors.values())
+    assert data["maxModelLen"] == 2048
+    del np
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["plan", "--config", "{config}", "--gpu", "H100"], "'H100' is not in the catalog"),
+        (["plan", "--config", "{config}"], "no GPU"),
+        (
+            ["plan", str(EXAMPLE), "--config", "{config}", "--bits", "3"],
+            "bits 3 is not allowed for method awq",
+        ),
+        (
+            ["plan", "{copy}", "--models-dir", "/nonexistent"],
+            "no config.json for meta-llama/Llama-3.1-8B-Instruct",
+        ),
+        (["plan", "/nonexistent.yaml"], "No such file"),
+    ],
+)
+def test_user_errors_exit_2_with_one_clear_line(
+    capsys: pytest.CaptureFixture[str],
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+) -> None:
+    copy = tmp_path / "model.yaml"
+    copy.write_text(EXAMPLE.read_text())
+    monkeypatch.chdir(tmp_path)  # No examples/models here to find configs in.
+    code, _, err = run(
+        capsys, *[a.replace("{config}", str(config)).replace("{copy}", str(copy)) for a in argv]
+    )
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_crd_check_detects_drift(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert run(capsys, "crd", "--output-dir", str(tmp_path))[0] == 0
+    assert run(capsys, "crd", "--output-dir", str(tmp_path), "--check")[0] == 0
+    target = next(tmp_path.iterdir())
+    target.write_text(target.read_text() + "# edited\n")
+    code, _, err = run(capsys, "crd", "--output-dir", str(tmp_path), "--check")
+    assert code == 1 and "stale" in err
+
+
+def test_console_script_is_installed() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "quantwise.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.startswith("quantwise ")
