@@ -1,0 +1,249 @@
+"""Architecture from config.json: every spelling of the fields, nesting, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_weights import LLAMA_31_8B
+
+from quantwise.planning.architecture import ArchitectureError, architecture_from_config
+
+MODELS = Path(__file__).parents[2] / "examples" / "models"
+
+
+def test_llama() -> None:
+    a = architecture_from_config(LLAMA_31_8B)
+    assert (
+        a.num_hidden_layers,
+        a.hidden_size,
+        a.num_attention_heads,
+        a.num_key_value_heads,
+        a.head_dim,
+    ) == (32, 4096, 32, 8, 128)
+    assert a.max_position_embeddings == 131072  # llama3 RoPE scaling is already in the number.
+    assert not a.is_mla and not a.is_moe and a.num_sliding_window_layers == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "kv_heads"),
+    [
+        ({"num_key_value_heads": 4}, 4),
+        ({"num_key_value_heads": None, "n_head_kv": 2}, 2),
+        ({"num_key_value_heads": None, "num_kv_heads": 16}, 16),
+        ({"num_key_value_heads": None, "multi_query_group_num": 2}, 2),  # ChatGLM
+        ({"num_key_value_heads": None}, 32),  # Multi-head attention: as many as query heads.
+        ({"num_key_value_heads": None, "attn_config": {"kv_n_heads": 8}}, 8),  # MPT, DBRX
+    ],
+)
+def test_every_spelling_of_kv_heads(overrides: dict[str, Any], kv_heads: int) -> None:
+    config = {k: v for k, v in {**LLAMA_31_8B, **overrides}.items() if v is not None}
+    assert architecture_from_config(config).num_key_value_heads == kv_heads
+
+
+def test_falcon_multi_query_means_one_kv_head() -> None:
+    falcon = {
+        "model_type": "falcon",
+        "hidden_size": 4544,
+        "n_head": 71,
+        "n_layer": 32,
+        "vocab_size": 65024,
+        "multi_query": True,
+        "new_decoder_architecture": False,
+        "max_position_embeddings": 2048,
+    }
+    a = architecture_from_config(falcon)
+    assert (a.num_key_value_heads, a.num_attention_heads, a.head_dim) == (1, 71, 64)
+    assert a.intermediate_size == 4 * 4544 and not a.gated_mlp
+    # Falcon 40B/180B's new decoder architecture uses num_kv_heads instead.
+    big = {
+        **falcon,
+        "new_decoder_architecture": True,
+        "num_kv_heads": 8,
+        "n_head": 128,
+        "hidden_size": 8192,
+    }
+    assert architecture_from_config(big).num_key_value_heads == 8
+
+
+def test_head_dim_spellings() -> None:
+    assert architecture_from_config({**LLAMA_31_8B, "head_dim": 256}).head_dim == 256
+    assert architecture_from_config({**LLAMA_31_8B, "kv_channels": 64}).head_dim == 64
+    assert architecture_from_config(LLAMA_31_8B).head_dim == 4096 // 32
+
+
+def test_layer_and_size_spellings() -> None:
+    gpt2 = {
+        "model_type": "gpt2",
+        "n_layer": 12,
+        "n_embd": 768,
+        "n_head": 12,
+        "vocab_size": 50257,
+        "n_positions": 1024,
+    }
+    a = architecture_from_config(gpt2)
+    assert (
+        a.num_hidden_layers,
+        a.hidden_size,
+        a.num_attention_heads,
+        a.max_position_embeddings,
+    ) == (12, 768, 12, 1024)
+    assert a.intermediate_size == 3072
+
+
+def test_nested_text_config_of_multimodal_models() -> None:
+    config = {
+        "model_type": "gemma3",
+        "torch_dtype": "bfloat16",
+        "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27},
+        "text_config": {
+            "model_type": "gemma3_text",
+            "hidden_size": 5376,
+            "intermediate_size": 21504,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 16,
+            "head_dim": 128,
+            "num_hidden_layers": 62,
+            "vocab_size": 262208,
+            "max_position_embeddings": 131072,
+            "sliding_window": 1024,
+            "sliding_window_pattern": 6,
+        },
+    }
+    a = architecture_from_config(config)
+    assert (a.model_type, a.num_hidden_layers, a.hidden_size, a.head_dim, a.torch_dtype) == (
+        "gemma3_text",
+        62,
+        5376,
+        128,
+        "bfloat16",
+    )
+    # Every 6th layer is global: 62 layers -> 10 global, 52 sliding.
+    assert (a.sliding_window, a.num_sliding_window_layers) == (1024, 52)
+
+
+def test_sliding_window_rules() -> None:
+    gemma2 = {
+        "model_type": "gemma2",
+        "hidden_size": 3584,
+        "intermediate_size": 14336,
+        "num_attention_heads": 16,
+        "num_key_value_heads": 8,
+        "head_dim": 256,
+        "num_hidden_layers": 42,
+        "vocab_size": 256000,
+        "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+    }
+    assert architecture_from_config(gemma2).num_sliding_window_layers == 21
+    layer_types = ["sliding_attention", "full_attention"] * 2
+    explicit = {
+        **LLAMA_31_8B,
+        "num_hidden_layers": 4,
+        "sliding_window": 128,
+        "layer_types": layer_types,
+    }
+    assert architecture_from_config(explicit).num_sliding_window_layers == 2
+    # Qwen2 ships sliding_window but disables it.
+    qwen = {
+        **LLAMA_31_8B,
+        "model_type": "qwen2",
+        "sliding_window": 131072,
+        "use_sliding_window": False,
+    }
+    assert architecture_from_config(qwen).sliding_window is None
+    # Mistral v0.1's sliding_window is not applied by vLLM without layer_types.
+    mistral = {**LLAMA_31_8B, "model_type": "mistral", "sliding_window": 4096}
+    assert architecture_from_config(mistral).num_sliding_window_layers == 0
+    with pytest.raises(
+        ArchitectureError, match="layer_types has 4 entries but num_hidden_layers is 32"
+    ):
+        architecture_from_config({**LLAMA_31_8B, "sliding_window": 128, "layer_types": layer_types})
+
+
+def test_deepseek_mla_and_moe() -> None:
+    v3 = {
+        "model_type": "deepseek_v3",
+        "hidden_size": 7168,
+        "intermediate_size": 18432,
+        "moe_intermediate_size": 2048,
+        "num_attention_heads": 128,
+        "num_key_value_heads": 128,
+        "num_hidden_layers": 61,
+        "vocab_size": 129280,
+        "kv_lora_rank": 512,
+        "q_lora_rank": 1536,
+        "qk_rope_head_dim": 64,
+        "qk_nope_head_dim": 128,
+        "v_head_dim": 128,
+        "n_routed_experts": 256,
+        "n_shared_experts": 1,
+        "num_experts_per_tok": 8,
+        "first_k_dense_replace": 3,
+        "moe_layer_freq": 1,
+        "max_position_embeddings": 163840,
+        "rope_scaling": {"type": "yarn", "factor": 40, "original_max_position_embeddings": 4096},
+    }
+    a = architecture_from_config(v3)
+    assert a.is_mla and a.head_dim == 576 and a.mla_kv_width == 576
+    assert a.is_moe and (a.num_experts, a.num_experts_per_tok, a.num_dense_layers) == (256, 8, 3)
+    assert a.shared_expert_intermediate_size == 2048
+    assert a.max_position_embeddings == 163840  # 4096 x 40 (YaRN)
+
+
+def test_mixtral_experts_use_intermediate_size() -> None:
+    mixtral = {
+        **LLAMA_31_8B,
+        "model_type": "mixtral",
+        "num_local_experts": 8,
+        "num_experts_per_tok": 2,
+    }
+    a = architecture_from_config(mixtral)
+    assert (a.num_experts, a.moe_intermediate_size, a.num_dense_layers) == (8, 14336, 0)
+
+
+def test_transformers_5_dtype_key() -> None:
+    assert (
+        architecture_from_config(
+            {**{k: v for k, v in LLAMA_31_8B.items() if k != "torch_dtype"}, "dtype": "float16"}
+        ).torch_dtype
+        == "float16"
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {k: v for k, v in LLAMA_31_8B.items() if k != "num_hidden_layers"},
+            "no num_hidden_layers (nor n_layer, num_layers, n_layers)",
+        ),
+        ({k: v for k, v in LLAMA_31_8B.items() if k != "hidden_size"}, "no hidden_size"),
+        ({k: v for k, v in LLAMA_31_8B.items() if k != "vocab_size"}, "no vocab_size"),
+        (
+            {k: v for k, v in LLAMA_31_8B.items() if k != "max_position_embeddings"},
+            "no max_position_embeddings",
+        ),
+        (
+            {k: v for k, v in LLAMA_31_8B.items() if k != "intermediate_size"},
+            "no intermediate_size",
+        ),
+        ({**LLAMA_31_8B, "num_key_value_heads": 5}, "not a multiple of num_key_value_heads 5"),
+        ({**LLAMA_31_8B, "num_hidden_layers": "32"}, "num_hidden_layers is '32'"),
+        ({**LLAMA_31_8B, "kv_lora_rank": 512}, "kv_lora_rank"),
+        ({**LLAMA_31_8B, "num_local_experts": 8}, "num_experts_per_tok"),
+        ({**LLAMA_31_8B, "torch_dtype": "int8"}, "torch_dtype 'int8'"),
+    ],
+)
+def test_errors_name_the_field(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(ArchitectureError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        architecture_from_config(config)
+
+
+def test_report_form_is_camel_case_without_nulls() -> None:
+    report = architecture_from_config(LLAMA_31_8B).to_report()
+    assert report["numHiddenLayers"] == 32 and report["numKeyValueHeads"] == 8
+    assert "kvLoraRank" not in report
+    assert json.loads(json.dumps(report)) == report
