@@ -161,10 +161,21 @@ class Calibration(ApiModel):
 
     dataset: str = Field(
         default="HuggingFaceH4/ultrachat_200k",
-        min_length=1,
-        max_length=1024,
-        description="A Hugging Face dataset id, or the path of a JSONL or text file on a volume "
-        "mounted into the Job (clusters without internet access).",
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$",
+        description="A Hugging Face dataset id. Ignored when pvc is set.",
+    )
+    split: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:\[\]%-]+$",
+        description="Dataset split. Default: the dataset's training split (train_sft for "
+        "ultrachat_200k, train otherwise).",
+    )
+    pvc: PvcLocation | None = Field(
+        default=None,
+        description='A JSONL (one {"text": ...} or {"messages": [...]} per line) or plain '
+        "text file on a PersistentVolumeClaim, for clusters without internet access.",
     )
     samples: int = Field(default=256, ge=1, le=65536, description="Number of calibration samples.")
     sequence_length: int = Field(

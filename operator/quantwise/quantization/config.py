@@ -143,7 +143,7 @@ _AWQ_KEYS = frozenset(
 
 
 def parse_awq(qc: Mapping[str, Any], field: str = "quantization_config") -> CheckpointQuantization:
-    """AutoAWQ (``w_bit``, ``q_group_size``, ``zero_point``, ``version``) or transformers' AwqConfig."""
+    """AutoAWQ (``w_bit``, ``q_group_size``, ``zero_point``, ``version``) or AwqConfig."""
     bits = _int(qc, field, "bits", "w_bit", default=4)
     group = _int(qc, field, "group_size", "q_group_size", default=128)
     version = str(qc.get("version", "gemm")).lower()

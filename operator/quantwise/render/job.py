@@ -1,0 +1,226 @@
+"""The quantization (or inspection) Job of a QuantizedModel (pure).
+
+The Job runs ``quantwise quantize`` (or ``quantwise inspect`` for ``method: none``) from the
+quantizer image with plain arguments (no shell), writes the artifact to the storage PVC, and its
+report to the termination message, where the operator reads it. The Hugging Face token reaches
+the container as a ``secretKeyRef``: the operator never reads the Secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quantwise.api.spec import QuantizedModelSpec
+from quantwise.render.names import (
+    LABEL_ARTIFACT,
+    artifact_dir,
+    artifact_hash,
+    common_labels,
+    job_name,
+)
+
+DEFAULT_QUANTIZER_IMAGE = "ghcr.io/quantwise/quantizer:0.1.0"
+SOURCE_MOUNT = "/source"
+ARTIFACTS_MOUNT = "/artifacts"
+CALIBRATION_MOUNT = "/calibration"
+TERMINATION_LOG = "/dev/termination-log"
+RUN_AS_USER = 1000
+# Exit status of `quantwise quantize` for a failure that retrying cannot fix (a gated model
+# without a token, a missing dataset, an unsupported architecture): the Job's pod failure
+# policy fails the Job at once instead of burning its backoff limit.
+EXIT_PERMANENT = 3
+
+
+def quantizer_args(name: str, spec: QuantizedModelSpec) -> list[str]:
+    """Arguments of ``quantwise quantize`` / ``quantwise inspect`` for this spec."""
+    q = spec.quantization
+    if spec.source.pvc is not None:
+        model = f"{SOURCE_MOUNT}/{spec.source.pvc.path}"
+    else:
+        assert spec.source.hugging_face is not None
+        model = spec.source.hugging_face.repo
+    if q.method == "none":
+        args = ["inspect", "--model", model]
+        if spec.source.hugging_face is not None:
+            args += ["--revision", spec.source.hugging_face.revision]
+        return [*args, "--report-path", TERMINATION_LOG]
+    assert spec.storage is not None
+    args = ["quantize", "--model", model]
+    if spec.source.hugging_face is not None:
+        args += ["--revision", spec.source.hugging_face.revision]
+    args += ["--method", q.method, "--bits", str(q.effective_bits)]
+    if q.effective_group_size is not None:
+        args += ["--group-size", str(q.effective_group_size)]
+    if q.method not in ("fp8", "fp8-dynamic"):
+        args.append("--symmetric" if q.effective_symmetric else "--asymmetric")
+    if q.method != "fp8-dynamic":
+        cal = q.calibration
+        dataset = f"{CALIBRATION_MOUNT}/{cal.pvc.path}" if cal.pvc else cal.dataset
+        args += ["--calibration", dataset]
+        if cal.split and not cal.pvc:
+            args += ["--split", cal.split]
+        args += ["--samples", str(cal.samples), "--sequence-length", str(cal.sequence_length)]
+    for module in q.ignore:
+        args += ["--ignore", module]
+    if spec.serving.kv_cache_dtype.startswith("fp8"):
+        args += ["--kv-cache-dtype", "fp8"]
+    output = f"{ARTIFACTS_MOUNT}/{spec.storage.pvc.path}/{artifact_dir(name, spec)}"
+    return [*args, "--output", output, "--report-path", TERMINATION_LOG]
+
+
+def quantization_job(
+    name: str,
+    namespace: str,
+    spec: QuantizedModelSpec,
+    image: str | None = None,
+    owner: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the batch/v1 Job that quantizes (or inspects) the model."""
+    quantizer = spec.quantizer
+    labels = {**common_labels(name, "quantizer"), LABEL_ARTIFACT: artifact_hash(spec)}
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp.
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108
+    ]
+    claims: dict[str, tuple[str, bool]] = {}  # claim -> (mount path, read-only)
+    if spec.storage is not None and spec.quantization.method != "none":
+        claims[spec.storage.pvc.claim_name] = (ARTIFACTS_MOUNT, False)
+        # Downloads persist on the storage volume, so a retried Job does not fetch again.
+        env.append({"name": "HF_HOME", "value": f"{ARTIFACTS_MOUNT}/.cache/huggingface"})
+    else:
+        env.append({"name": "HF_HOME", "value": "/tmp/huggingface"})  # noqa: S108
+    if spec.source.pvc is not None:
+        claims.setdefault(spec.source.pvc.claim_name, (SOURCE_MOUNT, True))
+    cal = spec.quantization.calibration.pvc
+    if cal is not None and spec.quantization.method not in ("none", "fp8-dynamic"):
+        claims.setdefault(cal.claim_name, (CALIBRATION_MOUNT, True))
+    for index, (claim, (path, read_only)) in enumerate(claims.items()):
+        volume = f"data-{index}"
+        volumes.append(
+            {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        )
+        mounts.append({"name": volume, "mountPath": path, "readOnly": read_only})
+    args = _remap(quantizer_args(name, spec), claims, spec)
+    hf = spec.source.hugging_face
+    if hf is not None and hf.token_secret_ref is not None:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": hf.token_secret_ref.name,
+                        "key": hf.token_secret_ref.key,
+                    }
+                },
+            }
+        )
+    resources: dict[str, Any] = {"limits": {}, "requests": {}}
+    if quantizer.resources is not None:
+        resources["limits"].update(quantizer.resources.limits or {})
+        resources["requests"].update(quantizer.resources.requests or {})
+    if quantizer.gpus:
+        resources["limits"]["nvidia.com/gpu"] = quantizer.gpus
+        resources["requests"]["nvidia.com/gpu"] = quantizer.gpus
+    container = {
+        "name": "quantizer",
+        "image": image or quantizer.image or DEFAULT_QUANTIZER_IMAGE,
+        "command": ["quantwise"],
+        "args": args,
+        "env": env,
+        "resources": {k: v for k, v in resources.items() if v},
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        # A pod killed before writing its report (out of memory) still explains itself.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            *[t.to_api() for t in quantizer.tolerations or ()],
+        ],
+    }
+    if quantizer.node_selector:
+        pod_spec["nodeSelector"] = dict(quantizer.node_selector)
+    metadata: dict[str, Any] = {
+        "name": job_name(name, spec),
+        "namespace": namespace,
+        "labels": labels,
+    }
+    if owner:
+        metadata["ownerReferences"] = [owner]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": quantizer.backoff_limit,
+            "activeDeadlineSeconds": quantizer.active_deadline_seconds,
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "quantizer",
+                            "operator": "In",
+                            "values": [EXIT_PERMANENT],
+                        },
+                    },
+                    # A node drained or preempted is not the Job's fault.
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    },
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+        },
+    }
+
+
+def _remap(
+    args: list[str], claims: dict[str, tuple[str, bool]], spec: QuantizedModelSpec
+) -> list[str]:
+    """Point paths at the mount of their claim when one claim serves several roles."""
+    roles: list[tuple[str, str]] = []
+    if spec.source.pvc is not None:
+        roles.append((SOURCE_MOUNT, spec.source.pvc.claim_name))
+    cal = spec.quantization.calibration.pvc
+    if cal is not None:
+        roles.append((CALIBRATION_MOUNT, cal.claim_name))
+    result = list(args)
+    for mount, claim in roles:
+        actual = claims.get(claim, (mount, True))[0]
+        if actual != mount:
+            result = [
+                a.replace(f"{mount}/", f"{actual}/", 1) if a.startswith(f"{mount}/") else a
+                for a in result
+            ]
+    return result
