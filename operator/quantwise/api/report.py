@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from quantwise.planning.architecture import Architecture
+from quantwise.planning.weights import WeightBreakdown
 
 MAX_REPORT_BYTES = 4096
 """Kubernetes truncates a termination message beyond 4096 bytes (core/v1 Container docs)."""
@@ -38,6 +39,44 @@ class _ReportModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
 
+class WeightBytes(_ReportModel):
+    """Weight bytes grouped by how vLLM places them (quantwise.planning.weights.WeightBreakdown)."""
+
+    embedding: int = Field(ge=0)
+    lm_head: int = Field(ge=0)
+    layer_sharded: int = Field(ge=0)
+    layer_kv: int = Field(ge=0)
+    layer_experts: int = Field(ge=0)
+    layer_replicated: int = Field(ge=0)
+    other: int = Field(default=0, ge=0)
+
+    @classmethod
+    def from_breakdown(cls, b: WeightBreakdown) -> WeightBytes:
+        """The report form of a breakdown."""
+        return cls(
+            embedding=b.embedding_bytes,
+            lm_head=b.lm_head_bytes,
+            layer_sharded=b.layer_sharded_bytes,
+            layer_kv=b.layer_kv_bytes,
+            layer_experts=b.layer_expert_bytes,
+            layer_replicated=b.layer_replicated_bytes,
+            other=b.other_replicated_bytes,
+        )
+
+    def to_breakdown(self) -> WeightBreakdown:
+        """The planner's form (measured)."""
+        return WeightBreakdown(
+            embedding_bytes=self.embedding,
+            lm_head_bytes=self.lm_head,
+            layer_sharded_bytes=self.layer_sharded,
+            layer_kv_bytes=self.layer_kv,
+            layer_expert_bytes=self.layer_experts,
+            layer_replicated_bytes=self.layer_replicated,
+            other_replicated_bytes=self.other,
+            measured=True,
+        )
+
+
 class ReportArtifact(_ReportModel):
     """The checkpoint the Job wrote or inspected."""
 
@@ -45,6 +84,9 @@ class ReportArtifact(_ReportModel):
     weight_bytes: int = Field(ge=0, description="Sum of tensor bytes in the safetensors headers.")
     digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$", description="sha256 of the index.")
     files: int | None = Field(default=None, ge=0, description="Number of safetensors files.")
+    breakdown: WeightBytes | None = Field(
+        default=None, description="The same bytes, grouped by how vLLM places them."
+    )
 
 
 class ReportQuantization(_ReportModel):

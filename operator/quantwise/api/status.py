@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import Field
 
 from quantwise.api.base import ApiModel
+from quantwise.api.report import WeightBytes
+from quantwise.planning.architecture import Architecture
 
 Phase = Literal["Pending", "Quantizing", "Validating", "Deploying", "Ready", "Failed"]
 ConditionType = Literal["Quantized", "Validated", "Planned", "Deployed", "Ready"]
@@ -51,6 +53,22 @@ class ArtifactStatus(ApiModel):
         default=None, ge=0, description="Bytes of all weights, measured from safetensors headers."
     )
     format: str | None = Field(default=None, description="Checkpoint format, e.g. pack-quantized.")
+    hash: str | None = Field(
+        default=None, description="Hash of the source and quantization spec it was made from."
+    )
+    job_name: str | None = Field(default=None, description="The Job that made or inspected it.")
+    scheme: str | None = Field(default=None, description="Normalised scheme, e.g. wna16.")
+    symmetric: bool | None = Field(default=None, description="Symmetric quantization.")
+    activation_bits: int | None = Field(default=None, description="Activation bits.")
+    kv_cache_scheme: str | None = Field(
+        default=None, description="KV-cache quantization the checkpoint carries scales for."
+    )
+    weight_breakdown: WeightBytes | None = Field(
+        default=None, description="Weight bytes grouped by how vLLM places them."
+    )
+    architecture: Architecture | None = Field(
+        default=None, description="The model's shape, as the Job read it from config.json."
+    )
 
 
 class PlanStatus(ApiModel):
@@ -118,4 +136,8 @@ class QuantizedModelStatus(ApiModel):
     )
     selector: str | None = Field(
         default=None, description="Label selector of the vLLM pods (scale subresource)."
+    )
+    retry: str | None = Field(
+        default=None,
+        description="The value of the quantwise.dev/retry annotation last acted on.",
     )

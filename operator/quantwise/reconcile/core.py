@@ -1,0 +1,448 @@
+"""Decide, from what was observed, what a QuantizedModel's status should be and what to do.
+
+Level-triggered and pure: the handlers observe the QuantizedModel, its Job (and the Job's pod
+termination message) and its Deployment, call :func:`reconcile`, then carry out the actions it
+returns (create or delete the Job, server-side apply the Deployment and Service, post Events) and
+write the status it returns. The same observation always gives the same decision, so a restart
+at any point resumes where it left off: the Job's name comes from the hash of what determines
+the artifact, and a finished Job's result is kept in ``status.artifact``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from quantwise.api.report import QuantizeError, QuantizeReport, ReportError, parse_report
+from quantwise.api.spec import QuantizedModelSpec
+from quantwise.api.status import ArtifactStatus, Condition, QuantizedModelStatus
+from quantwise.planning.for_spec import plan_spec
+from quantwise.planning.gpus import GPU
+from quantwise.planning.planner import PlanError
+from quantwise.planning.weights import WeightFormat, estimate_weights
+from quantwise.reconcile.conditions import get_condition, set_condition
+from quantwise.render.job import quantization_job
+from quantwise.render.names import artifact_dir, artifact_hash, job_name, selector_labels
+from quantwise.render.serving import deployment, endpoint, service, serving_location
+
+RETRY_ANNOTATION = "quantwise.dev/retry"
+"""Set (to any new value) on a Failed QuantizedModel to run its failed Job again."""
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the operator saw of the artifact's Job."""
+
+    name: str
+    active: bool = False
+    succeeded: bool = False
+    failed: bool = False
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    termination_message: str | None = None
+    pod_pending: bool = False
+    pod_pending_message: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What the operator saw of the vLLM Deployment."""
+
+    replicas: int = 0
+    available_replicas: int = 0
+    updated_replicas: int = 0
+    generation: int = 0
+    observed_generation: int = 0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything reconcile needs to know about one QuantizedModel."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: dict[str, Any]
+    status: dict[str, Any]
+    annotations: dict[str, str]
+    job: JobState | None
+    deployment: DeploymentState | None
+    now: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Operator-wide defaults."""
+
+    quantizer_image: str | None = None
+    vllm_image: str | None = None
+
+
+@dataclass(frozen=True)
+class Action:
+    """Something to do against the API."""
+
+    kind: Literal["create_job", "delete_job", "apply", "event"]
+    body: dict[str, Any] = field(default_factory=dict)
+    name: str = ""
+    reason: str = ""
+    message: str = ""
+    warning: bool = False
+
+
+@dataclass
+class Outcome:
+    """What reconcile decided: the status to write and the actions to carry out."""
+
+    status: QuantizedModelStatus
+    actions: list[Action] = field(default_factory=list)
+    # True when nothing will change until the spec (or the retry annotation) does: the handler
+    # stops retrying instead of looping.
+    permanent_failure: bool = False
+    requeue_seconds: float | None = None
+
+
+Validator = Callable[[QuantizedModelSpec, ArtifactStatus, GPU | None], list[str]]
+"""Returns the reasons the artifact cannot be served as the spec asks (empty: it can)."""
+
+
+def owner_reference(obs: Observation) -> dict[str, Any]:
+    """The ownerReference children carry, so deleting the QuantizedModel deletes them."""
+    return {
+        "apiVersion": "quantwise.dev/v1alpha1",
+        "kind": "QuantizedModel",
+        "name": obs.name,
+        "uid": obs.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+class _Status:
+    """Builds the new status: conditions set once each, Events for the ones that change."""
+
+    def __init__(self, obs: Observation, current: QuantizedModelStatus) -> None:
+        self.obs = obs
+        self.conditions: list[Condition] = list(current.conditions or [])
+        self.events: list[Action] = []
+
+    def set(
+        self, type_: str, ok: bool | None, reason: str, message: str, event: bool = True
+    ) -> None:
+        status = "Unknown" if ok is None else ("True" if ok else "False")
+        self.conditions, changed = set_condition(
+            self.conditions, type_, status, reason, message, self.obs.generation, self.obs.now
+        )
+        if changed and event:
+            warning = ok is False and reason not in _PROGRESS_REASONS
+            self.events.append(
+                Action(kind="event", reason=reason, message=message, warning=warning)
+            )
+
+
+# Reasons of a False condition that mean "in progress", not "wrong".
+_PROGRESS_REASONS = frozenset(
+    {"JobCreated", "JobRunning", "JobPending", "JobRetrying", "Progressing", "ScaledToZero",
+     "WaitingForArtifact", "Rollover"}
+)  # fmt: skip
+
+
+def check_artifact_matches_spec(spec: QuantizedModelSpec, artifact: ArtifactStatus) -> list[str]:
+    """Reasons the reported checkpoint is not what the spec asked for (empty: it is)."""
+    q = spec.quantization
+    problems: list[str] = []
+    if q.method == "none":
+        if q.bits is not None and artifact.bits is not None and artifact.bits != q.bits:
+            problems.append(
+                f"spec.quantization.bits is {q.bits} but the checkpoint holds {artifact.bits}-bit "
+                "weights"
+            )
+        if (
+            q.group_size is not None
+            and artifact.group_size is not None
+            and artifact.group_size != q.group_size
+        ):
+            problems.append(
+                f"spec.quantization.groupSize is {q.group_size} but the checkpoint uses "
+                f"{artifact.group_size}"
+            )
+        return problems
+    if artifact.bits is not None and artifact.bits != q.effective_bits:
+        problems.append(
+            f"the Job reported {artifact.bits}-bit weights but spec.quantization asks for "
+            f"{q.effective_bits}"
+        )
+    group = q.effective_group_size
+    if group is not None and artifact.group_size is not None and artifact.group_size != group:
+        problems.append(
+            f"the Job reported group size {artifact.group_size} but spec.quantization asks for "
+            f"{group}"
+        )
+    return problems
+
+
+def _artifact_from_report(
+    report: QuantizeReport, hash_: str, job: str, method: str, location: str
+) -> ArtifactStatus:
+    q = report.quantization
+    return ArtifactStatus(
+        path=location,
+        digest=report.artifact.digest,
+        method=method,
+        bits=q.weight_bits,
+        group_size=q.group_size,
+        weight_bytes=report.artifact.weight_bytes,
+        format=q.format,
+        hash=hash_,
+        job_name=job,
+        scheme=q.scheme,
+        symmetric=q.symmetric,
+        activation_bits=q.activation_bits,
+        kv_cache_scheme=q.kv_cache_scheme,
+        weight_breakdown=report.artifact.breakdown,
+        architecture=report.architecture,
+    )
+
+
+def _weight_format(artifact: ArtifactStatus) -> WeightFormat:
+    bits = artifact.bits or 16
+    return WeightFormat(
+        bits=bits,
+        group_size=artifact.group_size if bits < 8 or (artifact.group_size or 0) > 0 else None,
+        symmetric=artifact.symmetric if artifact.symmetric is not None else True,
+    )
+
+
+def reconcile(
+    obs: Observation,
+    settings: Settings,
+    gpu: GPU | None = None,
+    validator: Validator | None = None,
+) -> Outcome:
+    """Decide the status and actions for one QuantizedModel (see the module docstring)."""
+    try:
+        current = QuantizedModelStatus.model_validate(obs.status or {})
+    except ValidationError:
+        current = QuantizedModelStatus()  # A status from an older operator: rebuild it.
+    st = _Status(obs, current)
+    base = current.model_copy(update={"observed_generation": obs.generation})
+
+    def finish(phase: str, permanent: bool = False, **updates: Any) -> Outcome:
+        status = base.model_copy(update={"phase": phase, "conditions": st.conditions, **updates})
+        return Outcome(status=status, actions=actions + st.events, permanent_failure=permanent)
+
+    actions: list[Action] = []
+    try:
+        spec = QuantizedModelSpec.model_validate(obs.spec)
+    except ValidationError as exc:
+        message = "; ".join(
+            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        st.set("Ready", False, "InvalidSpec", f"the spec is invalid: {message}")
+        return finish("Failed", permanent=True)
+
+    hash_ = artifact_hash(spec)
+    job = job_name(obs.name, spec)
+    owner = owner_reference(obs)
+    artifact = current.artifact if current.artifact and current.artifact.hash == hash_ else None
+
+    if artifact is None:
+        quantized = get_condition(st.conditions, "Quantized")
+        retry = obs.annotations.get(RETRY_ANNOTATION)
+        retry_requested = retry is not None and retry != current.retry
+        verb = "inspect" if spec.quantization.method == "none" else "quantize"
+        state = obs.job
+        if state is not None and state.failed and retry_requested:
+            actions.append(Action(kind="delete_job", name=job))
+            st.set("Quantized", False, "JobRetrying", f"deleting failed Job {job} to run it again")
+            return finish("Quantizing", retry=retry)
+        if state is None:
+            deleted = (
+                quantized is not None
+                and quantized.reason in ("JobCreated", "JobRunning", "JobPending")
+                and job in quantized.message
+            )
+            if deleted and not retry_requested:
+                st.set(
+                    "Quantized",
+                    False,
+                    "JobDeleted",
+                    f"Job {job} was deleted before it finished; set the annotation "
+                    f"{RETRY_ANNOTATION} to any new value to run it again",
+                )
+                return finish("Failed", permanent=True)
+            body = quantization_job(obs.name, obs.namespace, spec, settings.quantizer_image, owner)
+            actions.append(Action(kind="create_job", body=body, name=job))
+            st.set("Quantized", False, "JobCreated", f"created Job {job} to {verb} the model")
+            if retry_requested:
+                return finish("Quantizing", retry=retry)
+            return finish("Quantizing")
+        if state.failed:
+            reason, message = _job_failure(state)
+            st.set("Quantized", False, reason, message)
+            return finish("Failed", permanent=True)
+        if not state.succeeded:
+            if state.pod_pending:
+                st.set(
+                    "Quantized",
+                    False,
+                    "JobPending",
+                    f"Job {job} is waiting for its pod to start"
+                    + (f": {state.pod_pending_message}" if state.pod_pending_message else ""),
+                )
+                return finish("Pending")
+            st.set("Quantized", False, "JobRunning", f"Job {job} is running ({verb})")
+            return finish("Quantizing")
+        try:
+            report = parse_report(state.termination_message)
+        except ReportError as exc:
+            st.set(
+                "Quantized", False, exc.reason, f"Job {job} succeeded but its report is bad: {exc}"
+            )
+            return finish("Failed", permanent=True)
+        if isinstance(report, QuantizeError):
+            st.set("Quantized", False, report.reason, report.message)
+            return finish("Failed", permanent=True)
+        artifact = _artifact_from_report(
+            report, hash_, job, spec.quantization.method, _artifact_location(obs.name, spec)
+        )
+        gigabytes = report.artifact.weight_bytes / 1e9
+        st.set(
+            "Quantized",
+            True,
+            "Inspected" if spec.quantization.method == "none" else "Quantized",
+            f"{gigabytes:.2f} GB of weights at {artifact.path}"
+            + ("" if report.reused else f" in {report.duration_seconds:.0f} s"),
+        )
+
+    else:
+        # The artifact for this spec is known: the Quantized condition holds for this generation.
+        done = get_condition(st.conditions, "Quantized")
+        st.set(
+            "Quantized",
+            True,
+            done.reason if done and done.status == "True" else "Quantized",
+            done.message if done and done.status == "True" else f"artifact at {artifact.path}",
+        )
+
+    base = base.model_copy(update={"artifact": artifact})
+    problems = check_artifact_matches_spec(spec, artifact)
+    if validator is not None:
+        problems += validator(spec, artifact, gpu)
+    if problems:
+        st.set("Validated", False, "Unsupported", "; ".join(problems))
+        return finish("Failed", permanent=True)
+    st.set("Validated", True, "Supported", "the checkpoint matches the spec")
+
+    if artifact.architecture is None:
+        st.set("Planned", False, "NoArchitecture", "the report carries no architecture")
+        return finish("Failed", permanent=True)
+    arch = artifact.architecture
+    fmt = _weight_format(artifact)
+    if artifact.weight_breakdown is not None:
+        weights = artifact.weight_breakdown.to_breakdown()
+    else:
+        weights = estimate_weights(arch, fmt)
+    try:
+        plan = plan_spec(spec, arch, weights, fmt, gpu)
+    except (PlanError, ValueError) as exc:
+        st.set("Planned", False, "DoesNotFit" if isinstance(exc, PlanError) else "NoGPU", str(exc))
+        return finish("Failed", permanent=True)
+    plan_status = plan.to_status()
+    st.set(
+        "Planned",
+        True,
+        "Planned",
+        f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu.name}, "
+        f"gpu-memory-utilization {plan.gpu_memory_utilization:.2f}, "
+        f"{plan.kv_cache_tokens} KV tokens",
+    )
+    base = base.model_copy(update={"plan": plan_status})
+    if plan.pipeline_parallel_size > 1:
+        st.set(
+            "Deployed",
+            False,
+            "MultiNodeUnsupported",
+            "the plan needs pipeline parallelism across nodes, which needs a LeaderWorkerSet; "
+            "quantwise does not render one yet: lower spec.serving.maxNodes to 1 and reduce "
+            "the budget, or use bigger GPUs",
+        )
+        return finish("Failed", permanent=True)
+
+    subdir = artifact_dir(obs.name, spec) if spec.quantization.method != "none" else None
+    location = serving_location(spec, subdir)
+    dep = deployment(
+        obs.name, obs.namespace, spec, plan_status, location, settings.vllm_image, owner
+    )
+    svc = service(obs.name, obs.namespace, owner)
+    actions += [Action(kind="apply", body=dep), Action(kind="apply", body=svc)]
+    st.set(
+        "Deployed",
+        True,
+        "Applied",
+        f"Deployment {obs.name} serves {artifact.path} with TP={plan.tensor_parallel_size}",
+    )
+
+    ready, reason, message = _readiness(obs.deployment, spec.serving.replicas)
+    st.set("Ready", ready, reason, message)
+    available = obs.deployment.available_replicas if obs.deployment else 0
+    selector = ",".join(f"{k}={v}" for k, v in selector_labels(obs.name).items())
+    return finish(
+        "Ready" if ready else "Deploying",
+        endpoint=endpoint(obs.name, obs.namespace),
+        replicas=available,
+        selector=selector,
+    )
+
+
+def _artifact_location(name: str, spec: QuantizedModelSpec) -> str:
+    """Where the served checkpoint lives, in the user's terms (pvc://CLAIM/PATH or hf://REPO)."""
+    if spec.quantization.method != "none" and spec.storage is not None:
+        pvc = spec.storage.pvc
+        return f"pvc://{pvc.claim_name}/{pvc.path}/{artifact_dir(name, spec)}"
+    if spec.source.pvc is not None:
+        return f"pvc://{spec.source.pvc.claim_name}/{spec.source.pvc.path}"
+    assert spec.source.hugging_face is not None
+    hf = spec.source.hugging_face
+    return f"hf://{hf.repo}@{hf.revision}"
+
+
+def _readiness(dep: DeploymentState | None, replicas: int) -> tuple[bool, str, str]:
+    if replicas == 0:
+        return False, "ScaledToZero", "spec.serving.replicas is 0"
+    if dep is None:
+        return False, "Progressing", "the Deployment is being created"
+    if dep.observed_generation < dep.generation or dep.updated_replicas < replicas:
+        return (
+            False,
+            "Progressing",
+            (
+                f"rolling out: {dep.updated_replicas} of {replicas} replicas updated, "
+                f"{dep.available_replicas} available"
+            ),
+        )
+    if dep.available_replicas < replicas:
+        return False, "Unavailable", f"{dep.available_replicas} of {replicas} replicas available"
+    return True, "Available", f"{dep.available_replicas} of {replicas} replicas available"
+
+
+def _job_failure(state: JobState) -> tuple[str, str]:
+    """Reason and message of a failed Job, preferring the pod's own QuantizeError."""
+    if state.termination_message:
+        try:
+            report = parse_report(state.termination_message)
+        except ReportError:
+            report = None
+        if isinstance(report, QuantizeError):
+            return report.reason, report.message
+    reason = state.failure_reason or "JobFailed"
+    detail = state.failure_message or "the Job failed"
+    tail = ""
+    if state.termination_message and not state.termination_message.lstrip().startswith("{"):
+        tail = f"; last output: {state.termination_message.strip()[-300:]}"
+    return reason, f"Job {state.name}: {detail}{tail}"

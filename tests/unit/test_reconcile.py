@@ -1,0 +1,405 @@
+"""The pure reconcile: each situation gives the expected phase, conditions, actions and Events."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from test_api import BASE, with_
+from test_weights import LLAMA_31_8B
+
+from quantwise.api.report import (
+    QuantizeError,
+    QuantizeReport,
+    ReportArtifact,
+    ReportQuantization,
+    WeightBytes,
+    dump_report,
+)
+from quantwise.api.spec import QuantizedModelSpec
+from quantwise.planning.architecture import architecture_from_config
+from quantwise.planning.weights import WeightFormat, estimate_weights
+from quantwise.reconcile.core import (
+    RETRY_ANNOTATION,
+    DeploymentState,
+    JobState,
+    Observation,
+    Outcome,
+    Settings,
+    reconcile,
+)
+from quantwise.render.names import artifact_hash, job_name
+
+NOW = "2026-11-22T12:00:00Z"
+LATER = "2026-11-22T12:05:00Z"
+SPEC = BASE["spec"]
+JOB = job_name("llama", QuantizedModelSpec.model_validate(SPEC))
+ARCH = architecture_from_config(LLAMA_31_8B)
+
+
+def report(bits: int = 4, group: int = 128) -> QuantizeReport:
+    fmt = WeightFormat(bits, group, False)
+    weights = estimate_weights(ARCH, fmt)
+    h = artifact_hash(QuantizedModelSpec.model_validate(SPEC))
+    return QuantizeReport(
+        artifact=ReportArtifact(
+            path=f"/artifacts/quantized/llama-{h}", weight_bytes=weights.total_bytes,
+            digest="sha256:" + "a" * 64, breakdown=WeightBytes.from_breakdown(weights),
+        ),
+        quantization=ReportQuantization(
+            quant_method="compressed-tensors", scheme="wna16", format="pack-quantized", weight_bits=bits,
+            group_size=group, symmetric=False, ignore=["lm_head"],
+        ),
+        architecture=ARCH,
+        duration_seconds=812,
+    )  # fmt: skip
+
+
+def observe(
+    spec: dict[str, Any] = SPEC,
+    status: dict[str, Any] | None = None,
+    job: JobState | None = None,
+    deployment: DeploymentState | None = None,
+    annotations: dict[str, str] | None = None,
+    generation: int = 1,
+    now: str = NOW,
+) -> Observation:
+    return Observation(
+        name="llama", namespace="ml", uid="uid-1", generation=generation, spec=spec,
+        status=status or {}, annotations=annotations or {}, job=job, deployment=deployment, now=now,
+    )  # fmt: skip
+
+
+def run(obs: Observation) -> Outcome:
+    return reconcile(obs, Settings(quantizer_image="q:1", vllm_image="v:1"))
+
+
+def cond(outcome: Outcome, type_: str) -> tuple[str, str]:
+    c = next(c for c in outcome.status.conditions or [] if c.type == type_)
+    return c.status, c.reason
+
+
+def kinds(outcome: Outcome) -> list[str]:
+    return [a.kind for a in outcome.actions]
+
+
+def succeeded(message: str) -> JobState:
+    return JobState(name=JOB, succeeded=True, termination_message=message)
+
+
+def test_new_model_creates_exactly_one_job() -> None:
+    out = run(observe())
+    assert out.status.phase == "Quantizing"
+    assert cond(out, "Quantized") == ("False", "JobCreated")
+    assert kinds(out) == ["create_job", "event"]
+    body = out.actions[0].body
+    assert body["metadata"]["name"] == JOB
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert body["spec"]["template"]["spec"]["containers"][0]["image"] == "q:1"
+    assert out.status.observed_generation == 1
+
+
+def test_running_job_creates_nothing() -> None:
+    first = run(observe())
+    out = run(observe(status=first.status.to_api(), job=JobState(name=JOB, active=True), now=LATER))
+    assert out.status.phase == "Quantizing"
+    assert cond(out, "Quantized") == ("False", "JobRunning")
+    assert "create_job" not in kinds(out)
+
+
+def test_pending_pod_is_reported() -> None:
+    out = run(
+        observe(
+            job=JobState(
+                name=JOB, active=True, pod_pending=True, pod_pending_message="0/3 nodes have a GPU"
+            )
+        )
+    )
+    assert out.status.phase == "Pending"
+    _, reason = cond(out, "Quantized")
+    assert reason == "JobPending"
+    assert "0/3 nodes have a GPU" in out.status.conditions[0].message  # type: ignore[index]
+
+
+def test_successful_job_validates_plans_and_deploys() -> None:
+    out = run(observe(job=succeeded(dump_report(report()))))
+    assert cond(out, "Quantized") == ("True", "Quantized")
+    assert cond(out, "Validated") == ("True", "Supported")
+    assert cond(out, "Planned") == ("True", "Planned")
+    assert cond(out, "Deployed") == ("True", "Applied")
+    assert cond(out, "Ready") == ("False", "Progressing")
+    assert out.status.phase == "Deploying"
+    assert out.status.plan is not None and out.status.plan.tensor_parallel_size == 1
+    assert out.status.artifact is not None and out.status.artifact.bits == 4
+    assert out.status.endpoint == "http://llama.ml.svc:8000/v1"
+    applied = [a.body["kind"] for a in out.actions if a.kind == "apply"]
+    assert applied == ["Deployment", "Service"]
+    dep = next(a.body for a in out.actions if a.kind == "apply")
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    h = artifact_hash(QuantizedModelSpec.model_validate(SPEC))
+    assert args[args.index("--model") + 1] == f"/models/quantized/llama-{h}"
+    assert out.status.artifact.path == f"pvc://models/quantized/llama-{h}"
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "v:1"
+
+
+def test_available_deployment_is_ready_and_unavailable_goes_back() -> None:
+    deployed = run(observe(job=succeeded(dump_report(report()))))
+    ok = DeploymentState(
+        replicas=1, available_replicas=1, updated_replicas=1, generation=1, observed_generation=1
+    )
+    ready = run(observe(status=deployed.status.to_api(), deployment=ok, now=LATER))
+    assert ready.status.phase == "Ready"
+    assert cond(ready, "Ready") == ("True", "Available")
+    assert ready.status.replicas == 1
+    assert ready.status.selector == "app.kubernetes.io/name=vllm,app.kubernetes.io/instance=llama"
+    gone = run(
+        observe(
+            status=ready.status.to_api(),
+            deployment=DeploymentState(
+                replicas=1, generation=1, observed_generation=1, updated_replicas=1
+            ),
+        )
+    )
+    assert cond(gone, "Ready") == ("False", "Unavailable")
+    assert gone.status.phase == "Deploying"
+
+
+def test_a_finished_artifact_is_not_requantized_and_job_need_not_exist() -> None:
+    deployed = run(observe(job=succeeded(dump_report(report()))))
+    # The Job was garbage-collected; the artifact is in status: nothing to create.
+    again = run(observe(status=deployed.status.to_api(), job=None, now=LATER))
+    assert "create_job" not in kinds(again)
+    assert kinds(again)[:2] == ["apply", "apply"]
+
+
+def test_serving_change_replans_without_a_new_job() -> None:
+    deployed = run(observe(job=succeeded(dump_report(report()))))
+    spec = with_("spec.serving.concurrency", 64)["spec"]
+    out = run(observe(spec=spec, status=deployed.status.to_api(), generation=2, now=LATER))
+    assert "create_job" not in kinds(out)
+    assert (
+        out.status.plan is not None
+        and out.status.plan.kv_cache_budget_bytes
+        == 64 * 8192 * out.status.plan.kv_cache_bytes_per_token
+    )
+    assert out.status.observed_generation == 2
+    assert all(c.observed_generation == 2 for c in out.status.conditions or [])
+
+
+def test_quantization_change_makes_a_new_artifact_and_keeps_serving_the_old() -> None:
+    deployed = run(observe(job=succeeded(dump_report(report()))))
+    spec = with_("spec.quantization.groupSize", 64)["spec"]
+    out = run(observe(spec=spec, status=deployed.status.to_api(), generation=2, now=LATER))
+    assert kinds(out)[0] == "create_job"
+    assert out.actions[0].name != JOB
+    assert "apply" not in kinds(
+        out
+    )  # The old Deployment keeps serving until the new artifact is ready.
+    assert out.status.artifact == deployed.status.artifact
+    assert out.status.phase == "Quantizing"
+
+
+@pytest.mark.parametrize(
+    ("job", "reason", "text"),
+    [
+        (
+            JobState(
+                name=JOB,
+                failed=True,
+                failure_reason="BackoffLimitExceeded",
+                failure_message="Job has reached the specified backoff limit",
+            ),
+            "BackoffLimitExceeded",
+            "backoff limit",
+        ),
+        (
+            JobState(
+                name=JOB,
+                failed=True,
+                failure_reason="DeadlineExceeded",
+                failure_message="Job was active longer than specified deadline",
+            ),
+            "DeadlineExceeded",
+            "deadline",
+        ),
+        (
+            JobState(
+                name=JOB,
+                failed=True,
+                failure_reason="PodFailurePolicy",
+                termination_message=dump_report(
+                    QuantizeError(
+                        reason="GatedModel",
+                        message="meta-llama/Llama-3.1-8B-Instruct is gated: set spec.source.huggingFace.tokenSecretRef",
+                    )
+                ),
+            ),
+            "GatedModel",
+            "tokenSecretRef",
+        ),
+        (
+            JobState(
+                name=JOB,
+                failed=True,
+                failure_reason="BackoffLimitExceeded",
+                termination_message="Traceback...\ntorch.OutOfMemoryError: CUDA out of memory",
+            ),
+            "BackoffLimitExceeded",
+            "CUDA out of memory",
+        ),
+    ],
+)
+def test_failed_jobs_end_in_a_clear_condition(job: JobState, reason: str, text: str) -> None:
+    out = run(observe(job=job))
+    assert out.status.phase == "Failed"
+    assert cond(out, "Quantized") == ("False", reason)
+    assert text in next(c.message for c in out.status.conditions or [] if c.type == "Quantized")
+    assert out.permanent_failure
+    events = [a for a in out.actions if a.kind == "event"]
+    assert len(events) == 1 and events[0].warning and events[0].reason == reason
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        (None, "ReportMissing"),
+        ('{"version":1,"kind":"QuantizeReport","artifact":{"path":"/a"', "ReportTruncated"),
+        ("x" * 5000, "ReportTooLarge"),
+        ('{"version": 1, "kind": "QuantizeReport"}', "ReportInvalid"),
+        ("not json at all", "ReportMalformed"),
+    ],
+)
+def test_bad_reports_fail_clearly(message: str | None, reason: str) -> None:
+    out = run(
+        observe(
+            job=succeeded(message) if message is not None else JobState(name=JOB, succeeded=True)
+        )
+    )
+    assert out.status.phase == "Failed"
+    assert cond(out, "Quantized") == ("False", reason)
+
+
+def test_report_that_does_not_match_the_spec_is_refused() -> None:
+    out = run(observe(job=succeeded(dump_report(report(bits=8, group=128)))))
+    assert cond(out, "Validated") == ("False", "Unsupported")
+    assert (
+        "8-bit weights but spec.quantization asks for 4"
+        in (out.status.conditions or [])[-1].message
+    )
+    assert "apply" not in kinds(out)
+
+
+def test_plan_that_cannot_fit_fails_with_the_planner_message() -> None:
+    spec = with_(
+        "spec.serving",
+        {"gpu": {"product": "T4"}, "gpusPerNode": 1, "maxModelLen": 131072, "concurrency": 64},
+    )["spec"]
+    h = artifact_hash(QuantizedModelSpec.model_validate(spec))
+    rep = report()
+    rep = rep.model_copy(
+        update={
+            "artifact": rep.artifact.model_copy(update={"path": f"/artifacts/quantized/llama-{h}"})
+        }
+    )
+    out = run(
+        observe(
+            spec=spec,
+            job=JobState(
+                name=job_name("llama", QuantizedModelSpec.model_validate(spec)),
+                succeeded=True,
+                termination_message=dump_report(rep),
+            ),
+        )
+    )
+    assert cond(out, "Planned") == ("False", "DoesNotFit")
+    assert out.status.phase == "Failed"
+    assert "does not fit on T4" in (out.status.conditions or [])[-1].message
+
+
+def test_deleted_job_fails_then_retry_annotation_recreates_it() -> None:
+    created = run(observe())
+    out = run(observe(status=created.status.to_api(), job=None, now=LATER))
+    assert cond(out, "Quantized") == ("False", "JobDeleted")
+    assert out.status.phase == "Failed" and out.permanent_failure
+    retried = run(
+        observe(
+            status=out.status.to_api(), job=None, annotations={RETRY_ANNOTATION: "1"}, now=LATER
+        )
+    )
+    assert kinds(retried)[0] == "create_job"
+    assert retried.status.retry == "1"
+    # The same annotation value is acted on once.
+    again = run(
+        observe(
+            status=retried.status.to_api(),
+            job=JobState(name=JOB, active=True),
+            annotations={RETRY_ANNOTATION: "1"},
+        )
+    )
+    assert "create_job" not in kinds(again)
+
+
+def test_failed_job_is_deleted_on_retry() -> None:
+    failed = run(
+        observe(job=JobState(name=JOB, failed=True, failure_reason="BackoffLimitExceeded"))
+    )
+    out = run(
+        observe(
+            status=failed.status.to_api(),
+            job=JobState(name=JOB, failed=True),
+            annotations={RETRY_ANNOTATION: "a"},
+        )
+    )
+    assert [a.kind for a in out.actions if a.kind != "event"] == ["delete_job"]
+    assert cond(out, "Quantized") == ("False", "JobRetrying")
+
+
+def test_invalid_spec_fails_once_with_the_field() -> None:
+    spec = with_("spec.quantization.bits", 3)["spec"]
+    out = run(observe(spec=spec))
+    assert out.status.phase == "Failed" and out.permanent_failure
+    assert cond(out, "Ready") == ("False", "InvalidSpec")
+    assert "bits 3 is not allowed" in (out.status.conditions or [])[0].message
+    assert kinds(out) == ["event"]
+    # Reconciling again changes nothing and posts no second Event.
+    again = run(observe(spec=spec, status=out.status.to_api(), now=LATER))
+    assert kinds(again) == []
+    assert (again.status.conditions or [])[0].last_transition_time == NOW
+
+
+def test_multi_node_plan_says_so() -> None:
+    spec = with_(
+        "spec.serving",
+        {
+            "gpu": {"product": "L4"},
+            "gpusPerNode": 1,
+            "maxNodes": 4,
+            "maxModelLen": 8192,
+            "concurrency": 32,
+        },
+    )["spec"]
+    sp = QuantizedModelSpec.model_validate(spec)
+    rep = report()
+    rep = rep.model_copy(
+        update={
+            "artifact": rep.artifact.model_copy(
+                update={"path": f"/artifacts/quantized/llama-{artifact_hash(sp)}"}
+            )
+        }
+    )
+    out = run(
+        observe(
+            spec=spec,
+            job=JobState(
+                name=job_name("llama", sp), succeeded=True, termination_message=dump_report(rep)
+            ),
+        )
+    )
+    assert cond(out, "Deployed") == ("False", "MultiNodeUnsupported")
+
+
+def test_status_round_trips_through_json() -> None:
+    out = run(observe(job=succeeded(dump_report(report()))))
+    data = json.loads(json.dumps(out.status.to_api()))
+    assert run(observe(status=data, now=LATER)).status.artifact == out.status.artifact
