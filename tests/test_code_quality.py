@@ -20,7 +20,8 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff() -> None:
     ruff = shutil.which("ruff") or f"{Path(sys.executable).parent}/ruff"
-    result = run(ruff, "check", "operator", "tests", "benchmarks")
+    paths = [p for p in ("operator", "tests", "benchmarks") if (ROOT / p).is_dir()]
+    result = run(ruff, "check", *paths)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

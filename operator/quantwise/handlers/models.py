@@ -1,0 +1,224 @@
+"""Kopf handlers for QuantizedModels: thin, they observe, call the pure reconcile, and act.
+
+Every trigger (the QuantizedModel created, changed or resumed; one of its Jobs or Deployments
+changed; a periodic drift check) runs the same level-triggered :func:`reconcile_model`, which
+reads the current state from the API server, so no trigger carries state of its own.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections import defaultdict
+from typing import Any, cast
+
+import kopf
+
+from quantwise import API_GROUP, API_VERSION, PLURAL
+from quantwise.api.spec import QuantizedModelSpec
+from quantwise.k8s import Kube
+from quantwise.reconcile.core import (
+    DeploymentState,
+    JobState,
+    Observation,
+    Outcome,
+    Settings,
+    reconcile,
+)
+from quantwise.render.names import LABEL_MANAGED_BY, job_name
+
+DRIFT_CHECK_SECONDS = 120.0
+
+
+class Runtime:
+    """What the handlers share: the API seam, operator settings, one lock per model."""
+
+    def __init__(self, kube: Kube, settings: Settings) -> None:
+        self.kube = kube
+        self.settings = settings
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        """The lock that serialises reconciles of one QuantizedModel across handler threads."""
+        with self._guard:
+            return self._locks[(namespace, name)]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
+    """What reconcile needs of a Job: done or not, why it failed, its pod's last words."""
+    status = job.get("status") or {}
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    failed = conditions.get("Failed")
+    succeeded = "Complete" in conditions or (status.get("succeeded") or 0) > 0
+    message: str | None = None
+    pending = False
+    pending_message: str | None = None
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated and terminated.get("message") and message is None:
+                message = terminated["message"]
+    if pods and not succeeded and not failed:
+        newest = pods[0].get("status") or {}
+        if newest.get("phase") == "Pending":
+            pending = True
+            for cond in newest.get("conditions") or []:
+                if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                    pending_message = cond.get("message")
+    return JobState(
+        name=job["metadata"]["name"],
+        active=(status.get("active") or 0) > 0,
+        succeeded=bool(succeeded) and not failed,
+        failed=failed is not None,
+        failure_reason=failed.get("reason") if failed else None,
+        failure_message=failed.get("message") if failed else None,
+        termination_message=message,
+        pod_pending=pending,
+        pod_pending_message=pending_message,
+    )
+
+
+def deployment_state(dep: dict[str, Any]) -> DeploymentState:
+    """What reconcile needs of a Deployment: how many replicas are up to date and available."""
+    status = dep.get("status") or {}
+    return DeploymentState(
+        replicas=status.get("replicas") or 0,
+        available_replicas=status.get("availableReplicas") or 0,
+        updated_replicas=status.get("updatedReplicas") or 0,
+        generation=(dep.get("metadata") or {}).get("generation") or 0,
+        observed_generation=status.get("observedGeneration") or 0,
+    )
+
+
+def observe(kube: Kube, body: dict[str, Any]) -> Observation:
+    """Read the Job and Deployment of a QuantizedModel."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    job: JobState | None = None
+    try:
+        spec = QuantizedModelSpec.model_validate(body.get("spec") or {})
+    except ValueError:
+        spec = None
+    if spec is not None:
+        job_body = kube.get_job(namespace, job_name(name, spec))
+        if job_body is not None:
+            job = job_state(job_body, kube.job_pods(namespace, job_body["metadata"]["name"]))
+    dep = kube.get_deployment(namespace, name)
+    return Observation(
+        name=name,
+        namespace=namespace,
+        uid=meta.get("uid") or "",
+        generation=meta.get("generation") or 0,
+        spec=body.get("spec") or {},
+        status=body.get("status") or {},
+        annotations=meta.get("annotations") or {},
+        job=job,
+        deployment=deployment_state(dep) if dep is not None else None,
+        now=_now(),
+    )
+
+
+def _status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A merge patch from ``old`` to ``new`` (keys that disappear are set to None)."""
+    patch: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    patch.update({k: None for k in old if k not in new})
+    return patch
+
+
+def reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger) -> Outcome | None:
+    """Observe, decide, act and write status for one QuantizedModel; None when it is gone."""
+    with rt.lock(namespace, name):
+        body = rt.kube.get_model(namespace, name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        outcome = reconcile(observe(rt.kube, body), rt.settings)
+        for action in outcome.actions:
+            if action.kind == "create_job":
+                logger.info("creating Job %s", action.name)
+                rt.kube.create_job(namespace, action.body)
+            elif action.kind == "delete_job":
+                logger.info("deleting Job %s", action.name)
+                rt.kube.delete_job(namespace, action.name)
+            elif action.kind == "apply":
+                rt.kube.apply(action.body)
+            elif action.kind == "event":
+                kopf.event(
+                    cast(kopf.Body, body),
+                    type="Warning" if action.warning else "Normal",
+                    reason=action.reason,
+                    message=action.message[:1024],
+                )
+        old = body.get("status") or {}
+        new = outcome.status.to_api()
+        patch = _status_patch(old, new)
+        if patch:
+            rt.kube.patch_model_status(namespace, name, patch)
+        return outcome
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.update(API_GROUP, API_VERSION, PLURAL)
+def model_changed(
+    namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """The QuantizedModel was created, changed, or found at start-up."""
+    assert namespace is not None  # QuantizedModels are namespaced.
+    outcome = reconcile_model(_runtime(memo), namespace, name, logger)
+    if outcome is not None and outcome.permanent_failure:
+        # Nothing changes until the spec does: do not retry (kopf would, with backoff).
+        message = next(
+            (c.message for c in reversed(outcome.status.conditions or []) if c.status == "False"),
+            "failed",
+        )
+        raise kopf.PermanentError(message)
+
+
+@kopf.timer(
+    API_GROUP, API_VERSION, PLURAL, interval=DRIFT_CHECK_SECONDS, initial_delay=DRIFT_CHECK_SECONDS
+)
+def drift_check(namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any) -> None:
+    """Periodically re-apply and re-observe: a Deployment edited or deleted by hand comes back."""
+    assert namespace is not None
+    reconcile_model(_runtime(memo), namespace, name, logger)
+
+
+def _owner(body: kopf.Body) -> str | None:
+    for ref in body.metadata.get("ownerReferences") or []:
+        if ref.get("kind") == "QuantizedModel" and str(ref.get("apiVersion", "")).startswith(
+            API_GROUP
+        ):
+            return str(ref["name"])
+    return None
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: "quantwise"})
+def job_changed(
+    body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """A quantization Job changed (started, finished, failed, deleted): move its model on."""
+    owner = _owner(body)
+    if owner is not None and namespace is not None:
+        reconcile_model(_runtime(memo), namespace, owner, logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "quantwise"})
+def deployment_changed(
+    body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+) -> None:
+    """A vLLM Deployment changed (replicas became available, or not): update Ready."""
+    owner = _owner(body)
+    if owner is not None and namespace is not None:
+        reconcile_model(_runtime(memo), namespace, owner, logger)

@@ -1,0 +1,167 @@
+"""The one seam between quantwise and the Kubernetes API.
+
+Every API call the operator makes goes through :class:`Kube`, so the calls (and hence the RBAC
+the operator needs) are listed in one place: :data:`API_CALLS`. Writes are idempotent: a
+create that finds the object (409) and a delete that does not (404) are success, and children
+are written with server-side apply under one field manager, ``quantwise``.
+
+The client is the synchronous ``kubernetes`` client; the handlers that use it are synchronous,
+so Kopf runs them in its thread pool and the event loop never blocks on the network.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from quantwise import API_GROUP, API_VERSION, PLURAL
+
+FIELD_MANAGER = "quantwise"
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One kind of request the operator makes: the RBAC rule it needs."""
+
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+
+
+# The RBAC rules the operator needs, derived from the methods below (the chart renders exactly
+# these; a test records the requests of the component tests and compares).
+API_CALLS: tuple[ApiCall, ...] = (
+    ApiCall(API_GROUP, PLURAL, ("get", "list", "watch", "patch")),
+    ApiCall(API_GROUP, f"{PLURAL}/status", ("get", "patch")),
+    ApiCall("batch", "jobs", ("get", "list", "watch", "create", "delete")),
+    ApiCall("", "pods", ("get", "list")),
+    ApiCall("apps", "deployments", ("get", "list", "watch", "patch")),
+    ApiCall("", "services", ("get", "patch")),
+    ApiCall("", "events", ("create",)),
+)
+
+
+def _missing(exc: ApiException) -> bool:
+    return bool(exc.status == 404)
+
+
+class Kube:
+    """Typed access to the objects quantwise reads and writes."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.batch = client.BatchV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In a pod: the service account; elsewhere: the kubeconfig (``KUBECONFIG``).
+
+        ``QUANTWISE_KUBE_SERVER`` (a URL, TLS not verified) points it at a test API server.
+        """
+        server = os.environ.get("QUANTWISE_KUBE_SERVER")
+        if server:
+            configuration = client.Configuration()
+            configuration.host = server.rstrip("/")
+            configuration.verify_ssl = False
+            return cls(client.ApiClient(configuration))
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        return cls(client.ApiClient())
+
+    def close(self) -> None:
+        """Release the client's connection pool."""
+        self.api.close()
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+        return result
+
+    # ----- QuantizedModels -----
+
+    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The QuantizedModel, or None when it is gone."""
+        try:
+            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
+                API_GROUP, API_VERSION, namespace, PLURAL, name
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+        return obj
+
+    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch the status subresource (keys set to None are removed)."""
+        self.custom.patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
+        )
+
+    # ----- Jobs and their pods -----
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job, or None."""
+        try:
+            return self._dict(self.batch.read_namespaced_job(name, namespace))
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> None:
+        """Create the Job; one that exists already (409) is the same Job (deterministic name)."""
+        try:
+            self.batch.create_namespaced_job(namespace, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Delete the Job and, in the background, its pods; a missing Job (404) is success."""
+        try:
+            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+        """The Job's pods, newest first."""
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
+        items = [self._dict(p) for p in pods.items]
+        items.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
+        return items
+
+    # ----- serving -----
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Deployment, or None."""
+        try:
+            return self._dict(self.apps.read_namespaced_deployment(name, namespace))
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def apply(self, body: dict[str, Any]) -> None:
+        """Server-side apply ``body`` (a Deployment or Service) as field manager ``quantwise``."""
+        meta = body["metadata"]
+        kwargs: dict[str, Any] = {
+            "field_manager": FIELD_MANAGER,
+            "force": True,
+            "_content_type": "application/apply-patch+yaml",
+        }
+        kind = body["kind"]
+        if kind == "Deployment":
+            self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **kwargs)
+        elif kind == "Service":
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **kwargs)
+        else:
+            raise ValueError(f"quantwise does not apply {kind} objects")
