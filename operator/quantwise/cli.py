@@ -341,6 +341,38 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import quantwise.handlers  # Registers the handlers with Kopf.
+
+    del quantwise.handlers
+    if not args.all_namespaces and not args.namespace:
+        raise UserError(
+            "name the namespaces to watch (--namespace NS, repeatable) or pass --all-namespaces"
+        )
+    # The handlers read operator-wide defaults from the environment at start-up.
+    for name, value in (
+        ("QUANTWISE_QUANTIZER_IMAGE", args.quantizer_image),
+        ("QUANTWISE_VLLM_IMAGE", args.vllm_image),
+    ):
+        if value:
+            os.environ[name] = value
+    log_format = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN}.get(
+        args.log_format, kopf.LogFormat.FULL
+    )
+    kopf.configure(verbose=args.verbose, log_format=log_format, log_refkey="object")
+    kopf.run(
+        clusterwide=args.all_namespaces,
+        namespaces=args.namespace or (),
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantwise",
@@ -374,6 +406,28 @@ def build_parser() -> argparse.ArgumentParser:
     p_render = sub.add_parser("render", help="print the manifests `plan` would apply")
     plan_args(p_render)
     p_render.set_defaults(func=cmd_plan, output="yaml")
+
+    p_run = sub.add_parser("run", help="run the operator (Kopf) against the current cluster")
+    scope = p_run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", help="a namespace to watch (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
+    p_run.add_argument("--quantizer-image", default=os.environ.get("QUANTWISE_QUANTIZER_IMAGE"))
+    p_run.add_argument("--vllm-image", default=os.environ.get("QUANTWISE_VLLM_IMAGE"))
+    p_run.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' for none)"
+    )
+    p_run.add_argument("--log-format", choices=("json", "plain", "full"), default="full")
+    p_run.add_argument("--verbose", action="store_true")
+    p_run.add_argument(
+        "--standalone", action="store_true", help="no peering: only for a single replica"
+    )
+    p_run.add_argument(
+        "--peering", default="quantwise", help="peering object name: replicas never both act"
+    )
+    p_run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    p_run.set_defaults(func=cmd_run)
 
     p_crd = sub.add_parser("crd", help="write the CustomResourceDefinition from the API models")
     p_crd.add_argument("--output-dir", default="crds")
