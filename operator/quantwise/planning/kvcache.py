@@ -58,34 +58,54 @@ class KVCacheError(ValueError):
     """A KV-cache dtype that does not apply to the model."""
 
 
+# TurboQuant presets (vllm/model_executor/layers/quantization/turboquant/config.py, TQ_PRESETS):
+# key bits (8 = FP8 keys, else Lloyd-Max codes with a 2-byte norm), value bits (uniform codes
+# with a 4-byte scale and zero point). vLLM's tests give the resulting slot for head_dim 128:
+# k8v4 196, 4bit_nc 134, k3v4_nc 118, 3bit_nc 102 bytes.
+TURBOQUANT_BITS: dict[str, tuple[int, int]] = {
+    "turboquant_k8v4": (8, 4),
+    "turboquant_4bit_nc": (4, 4),
+    "turboquant_k3v4_nc": (3, 4),
+    "turboquant_3bit_nc": (3, 3),
+}
+# Per-token-head caches (vllm/v1/attention/ops, QuantConfig per cache dtype): one scale per token
+# per head for each of K and V; float32 scales for int8 and fp8, float16 for int4 (two codes per
+# byte).
+PER_TOKEN_HEAD: dict[str, tuple[float, int]] = {
+    "int8_per_token_head": (1.0, 4),
+    "fp8_per_token_head": (1.0, 4),
+    "int4_per_token_head": (0.5, 2),
+}
+
+
+def turboquant_slot_bytes(kv_cache_dtype: str, head_dim: int) -> int:
+    """Bytes of one TurboQuant slot (K and V of one head for one token)."""
+    key_bits, value_bits = TURBOQUANT_BITS[kv_cache_dtype]
+    key = head_dim if key_bits == 8 else math.ceil(head_dim * key_bits / 8) + 2
+    value = math.ceil(head_dim * value_bits / 8) + 4
+    slot = key + value
+    return slot + slot % 2  # Slots are kept 2-byte aligned.
+
+
 def kv_bytes_per_head_per_token(
     kv_cache_dtype: str, head_dim: int, model_dtype_bytes: int = 2
 ) -> int:
     """Bytes one KV head takes per token on one GPU, K and V together.
 
-    ``auto`` stores the model's dtype; the fp8 family one byte per element. The per-token-head
-    caches add one float32 scale per token per head to each of K and V
-    (vllm/v1/attention/ops/per_token_head quantization). TurboQuant packs K and V at their own
-    bit widths with per-vector norms (vllm/v1/attention/backends/turboquant_attn.py).
+    ``auto`` stores the model's dtype; the fp8 family one byte per element; the per-token-head
+    and TurboQuant caches their packed codes plus scales (see the tables above).
     """
-    if kv_cache_dtype in ("auto",):
+    if kv_cache_dtype == "auto":
         return 2 * head_dim * model_dtype_bytes
     if kv_cache_dtype in ("float16", "bfloat16"):
         return 2 * head_dim * 2
     if kv_cache_dtype in FP8_FAMILY:
         return 2 * head_dim
-    if kv_cache_dtype in ("int8_per_token_head", "fp8_per_token_head"):
-        return 2 * (head_dim + 4)
-    if kv_cache_dtype == "int4_per_token_head":
-        return 2 * (math.ceil(head_dim / 2) + 4)
-    if kv_cache_dtype == "turboquant_k8v4":
-        return head_dim + math.ceil(head_dim * 4 / 8) + 4
-    if kv_cache_dtype == "turboquant_4bit_nc":
-        return 2 * math.ceil(head_dim * 4 / 8) + 2 + 4
-    if kv_cache_dtype == "turboquant_k3v4_nc":
-        return math.ceil(head_dim * 3 / 8) + math.ceil(head_dim * 4 / 8) + 2 + 4
-    if kv_cache_dtype == "turboquant_3bit_nc":
-        return 2 * math.ceil(head_dim * 3 / 8) + 2 + 4
+    if kv_cache_dtype in PER_TOKEN_HEAD:
+        per_element, scale = PER_TOKEN_HEAD[kv_cache_dtype]
+        return 2 * (math.ceil(head_dim * per_element) + scale)
+    if kv_cache_dtype in TURBOQUANT_BITS:
+        return turboquant_slot_bytes(kv_cache_dtype, head_dim)
     if kv_cache_dtype in MLA_ONLY:
         raise KVCacheError(f"kvCacheDtype {kv_cache_dtype} applies only to MLA models (DeepSeek)")
     raise KVCacheError(
