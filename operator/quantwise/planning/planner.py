@@ -344,8 +344,9 @@ def plan(
         f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
         f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01"
     )
+    sequences = kv_memory / chosen.kv_bytes_per_sequence if chosen.kv_bytes_per_sequence else 0.0
     reasons.append(
-        _kv_reason(arch, tp, pp, budget.kv_cache_dtype, per_token, tokens, max_model_len)
+        _kv_reason(arch, tp, budget.kv_cache_dtype, per_token, tokens, sequences, max_model_len)
     )
     reasons.append(
         f"max-num-seqs {max_num_seqs}: "
@@ -383,10 +384,10 @@ def plan(
 def _kv_reason(
     arch: Architecture,
     tp: int,
-    pp: int,
     dtype: str,
     per_token: int,
     tokens: int,
+    sequences: float,
     max_model_len: int,
 ) -> str:
     if arch.is_mla:
@@ -404,7 +405,7 @@ def _kv_reason(
     )
     return (
         f"KV cache {per_token:,} bytes/token/GPU ({shape}, {dtype}){sliding}; it holds "
-        f"{tokens:,} tokens = {tokens / max_model_len:.1f} sequences of {max_model_len}"
+        f"{tokens:,} tokens, {sequences:.1f} sequences of {max_model_len}"
     )
 
 
