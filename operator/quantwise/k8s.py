@@ -11,6 +11,7 @@ so Kopf runs them in its thread pool and the event loop never blocks on the netw
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,11 @@ class Kube:
         """Release the client's connection pool."""
         self.api.close()
 
-    def _dict(self, obj: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)
+    @staticmethod
+    def _json(response: Any) -> dict[str, Any]:
+        # Reads skip the client's typed models (``_preload_content=False``): a field a newer
+        # API server adds, or one it leaves out, cannot break the operator's reads.
+        result: dict[str, Any] = json.loads(response.data)
         return result
 
     # ----- QuantizedModels -----
@@ -90,8 +94,10 @@ class Kube:
     def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The QuantizedModel, or None when it is gone."""
         try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                API_GROUP, API_VERSION, namespace, PLURAL, name
+            obj = self._json(
+                self.custom.get_namespaced_custom_object(
+                    API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+                )
             )
         except ApiException as exc:
             if _missing(exc):
@@ -110,7 +116,9 @@ class Kube:
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Job, or None."""
         try:
-            return self._dict(self.batch.read_namespaced_job(name, namespace))
+            return self._json(
+                self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+            )
         except ApiException as exc:
             if _missing(exc):
                 return None
@@ -134,8 +142,16 @@ class Kube:
 
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The Job's pods, newest first."""
-        pods = self.core.list_namespaced_pod(namespace, label_selector=f"job-name={job}")
-        items = [self._dict(p) for p in pods.items]
+        pods = self._json(
+            self.core.list_namespaced_pod(
+                namespace, label_selector=f"job-name={job}", _preload_content=False
+            )
+        )
+        items: list[dict[str, Any]] = [
+            p
+            for p in pods.get("items") or []
+            if p["metadata"].get("labels", {}).get("job-name") == job
+        ]
         items.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
         return items
 
@@ -144,7 +160,9 @@ class Kube:
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment, or None."""
         try:
-            return self._dict(self.apps.read_namespaced_deployment(name, namespace))
+            return self._json(
+                self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+            )
         except ApiException as exc:
             if _missing(exc):
                 return None

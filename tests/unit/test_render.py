@@ -59,7 +59,7 @@ def test_deployment_carries_the_plan() -> None:
     assert "--pipeline-parallel-size" not in args
     assert "--quantization" not in args  # vLLM reads quantization_config and picks Marlin itself.
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 
 
@@ -139,7 +139,7 @@ def test_user_scheduling_and_extra_args_are_passed_through() -> None:
         "tolerations"
     ]
     assert pod["containers"][0]["args"][-1] == "--enable-prefix-caching"
-    assert pod["containers"][0]["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": 1}
+    assert pod["containers"][0]["resources"]["limits"] == {"memory": "64Gi", "nvidia.com/gpu": "1"}
     assert dep["spec"]["replicas"] == 3
 
 

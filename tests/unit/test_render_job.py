@@ -80,8 +80,8 @@ def test_quantizer_settings_reach_the_job() -> None:
     assert {"key": "spot", "operator": "Exists"} in pod["tolerations"]
     c = container(j)
     assert c["image"] == "registry.local/quantizer:1"
-    assert c["resources"]["limits"] == {"nvidia.com/gpu": 2}
-    assert c["resources"]["requests"] == {"memory": "200Gi", "nvidia.com/gpu": 2}
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
+    assert c["resources"]["requests"] == {"memory": "200Gi", "nvidia.com/gpu": "2"}
 
 
 def test_termination_message_and_failure_policy() -> None:

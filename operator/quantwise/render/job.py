@@ -130,6 +130,8 @@ def quantization_job(
     if quantizer.gpus:
         resources["limits"]["nvidia.com/gpu"] = quantizer.gpus
         resources["requests"]["nvidia.com/gpu"] = quantizer.gpus
+    # Quantities as strings: the API accepts both, the typed Python client only strings.
+    resources = {kind: {k: str(v) for k, v in values.items()} for kind, values in resources.items()}
     container = {
         "name": "quantizer",
         "image": image or quantizer.image or DEFAULT_QUANTIZER_IMAGE,

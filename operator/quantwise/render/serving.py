@@ -133,7 +133,11 @@ def _resources(spec: QuantizedModelSpec, gpus: int) -> dict[str, Any]:
     requests: dict[str, Any] = dict(user.requests or {}) if user else {}
     limits[GPU_RESOURCE] = gpus
     requests[GPU_RESOURCE] = gpus
-    return {"limits": limits, "requests": requests}
+    # Quantities as strings: the API accepts both, the typed Python client only strings.
+    return {
+        "limits": {k: str(v) for k, v in limits.items()},
+        "requests": {k: str(v) for k, v in requests.items()},
+    }
 
 
 def _owner(owner: dict[str, Any] | None) -> list[dict[str, Any]]:
