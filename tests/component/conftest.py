@@ -11,6 +11,7 @@ from typing import Any
 import kmock
 import pytest
 from kopf.testing import KopfRunner
+
 from support.kmockx import QuantwiseEmulator, declare
 
 OPERATOR = str(Path(__file__).with_name("_operator.py"))

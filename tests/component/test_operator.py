@@ -8,10 +8,10 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from conftest import DEPLOYMENTS, JOBS, QM, SERVICES, eventually, objects
-from support.kmockx import QuantwiseEmulator
 from test_reconcile import report
 
 from quantwise.api.report import dump_report
+from support.kmockx import QuantwiseEmulator
 
 pytestmark = [pytest.mark.kmock(cls=QuantwiseEmulator), pytest.mark.asyncio]
 BASE = "/apis/quantwise.dev/v1alpha1/namespaces/ml/quantizedmodels"
