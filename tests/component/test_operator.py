@@ -67,6 +67,8 @@ async def test_model_goes_from_job_to_deployment(operator: Any) -> None:
     assert job["metadata"]["ownerReferences"][0]["kind"] == "QuantizedModel"
     kubernetes_validate.validate(job, "1.33.0", strict=False)
     await eventually(lambda: status(server).get("phase") == "Quantizing")
+    # No finalizer: deleting the model never waits for the operator; ownerReferences clean up.
+    assert not objects(server, QM)["llama"]["metadata"].get("finalizers")
 
     await finish_job(server, job_name, dump_report(report()))
     deployment = (await eventually(lambda: objects(server, DEPLOYMENTS)))["llama"]

@@ -8,6 +8,7 @@ reads the current state from the API server, so no trigger carries state of its 
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 from collections import defaultdict
 from typing import Any, cast
@@ -38,6 +39,23 @@ class Runtime:
         self.settings = settings
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
+        self._known: set[tuple[str, str]] = set()
+
+    def remember(self, namespace: str, name: str) -> None:
+        """Include a model in the periodic drift check."""
+        with self._guard:
+            self._known.add((namespace, name))
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop a deleted model from the drift check."""
+        with self._guard:
+            self._known.discard((namespace, name))
+            self._locks.pop((namespace, name), None)
+
+    def known_models(self) -> list[tuple[str, str]]:
+        """The models the drift check visits."""
+        with self._guard:
+            return sorted(self._known)
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         """The lock that serialises reconciles of one QuantizedModel across handler threads."""
@@ -176,7 +194,9 @@ def model_changed(
 ) -> None:
     """The QuantizedModel was created, changed, or found at start-up."""
     assert namespace is not None  # QuantizedModels are namespaced.
-    outcome = reconcile_model(_runtime(memo), namespace, name, logger)
+    runtime = _runtime(memo)
+    runtime.remember(namespace, name)
+    outcome = reconcile_model(runtime, namespace, name, logger)
     if outcome is not None and outcome.permanent_failure:
         # Nothing changes until the spec does: do not retry (kopf would, with backoff).
         message = next(
@@ -186,13 +206,19 @@ def model_changed(
         raise kopf.PermanentError(message)
 
 
-@kopf.timer(
-    API_GROUP, API_VERSION, PLURAL, interval=DRIFT_CHECK_SECONDS, initial_delay=DRIFT_CHECK_SECONDS
-)
-def drift_check(namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any) -> None:
-    """Periodically re-apply and re-observe: a Deployment edited or deleted by hand comes back."""
-    assert namespace is not None
-    reconcile_model(_runtime(memo), namespace, name, logger)
+def drift_loop(rt: Runtime, stop: threading.Event, logger: logging.Logger) -> None:
+    """Every DRIFT_CHECK_SECONDS, reconcile every known model: hand edits are undone.
+
+    A thread rather than a per-object Kopf timer, because Kopf puts a finalizer on objects with
+    timers, and a finalizer blocks deletion while the operator is down.
+    """
+    while not stop.wait(DRIFT_CHECK_SECONDS):
+        for namespace, name in rt.known_models():
+            try:
+                if reconcile_model(rt, namespace, name, logger) is None:
+                    rt.forget(namespace, name)
+            except Exception:  # Keep checking the others; the next round retries this one.
+                logger.exception("drift check of %s/%s failed", namespace, name)
 
 
 def _owner(body: kopf.Body) -> str | None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import kopf
 
-from quantwise.handlers.models import Runtime
+from quantwise.handlers.models import Runtime, drift_loop
 from quantwise.k8s import Kube
 from quantwise.reconcile.core import Settings
 
@@ -39,11 +40,22 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             vllm_image=os.environ.get("QUANTWISE_VLLM_IMAGE") or None,
         ),
     )
+    memo.stop_drift = threading.Event()
+    memo.drift = threading.Thread(
+        target=drift_loop,
+        args=(memo.runtime, memo.stop_drift, logging.getLogger("quantwise.drift")),
+        name="quantwise-drift",
+        daemon=True,
+    )
+    memo.drift.start()
 
 
 @kopf.on.cleanup()
 def close(memo: Any, **_: Any) -> None:
     """Release the API client."""
+    stop = getattr(memo, "stop_drift", None)
+    if stop is not None:
+        stop.set()
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
         runtime.kube.close()
