@@ -44,23 +44,37 @@ async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-async def operator(kmock: Any, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Any]:
-    """The operator watching namespace ml of a fresh kmock server; yields the server."""
-    declare(kmock)
-    monkeypatch.setenv("QUANTWISE_KUBE_SERVER", str(kmock.url).rstrip("/"))
-    monkeypatch.setenv("QUANTWISE_QUANTIZER_IMAGE", "quantizer:test")
-    monkeypatch.setenv("QUANTWISE_VLLM_IMAGE", "vllm:test")
+@contextlib.asynccontextmanager
+async def running(server: Any) -> AsyncIterator[KopfRunner]:
+    """The operator running against ``server`` for the duration of the block."""
     runner = KopfRunner(["run", "--standalone", "--namespace", "ml", "--verbose", OPERATOR])
+    watches_before = len(list(server[server.action.WATCH, QM]))
     await asyncio.to_thread(runner.__enter__)
     try:
         # Objects created before Kopf's first watch would arrive twice (TESTING.md): wait for it.
-        await eventually(lambda: len(list(kmock[kmock.action.WATCH, QM])) > 0)
-        yield kmock
+        await eventually(lambda: len(list(server[server.action.WATCH, QM])) > watches_before)
+        yield runner
     finally:
         await asyncio.to_thread(runner.__exit__, None, None, None)
     if runner.exception is not None and not isinstance(runner.exception, SystemExit):
         raise runner.exception
+
+
+@pytest.fixture
+async def server(kmock: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A fresh kmock server with quantwise's resources declared and the operator's env set."""
+    declare(kmock)
+    monkeypatch.setenv("QUANTWISE_KUBE_SERVER", str(kmock.url).rstrip("/"))
+    monkeypatch.setenv("QUANTWISE_QUANTIZER_IMAGE", "quantizer:test")
+    monkeypatch.setenv("QUANTWISE_VLLM_IMAGE", "vllm:test")
+    return kmock
+
+
+@pytest.fixture
+async def operator(server: Any) -> AsyncIterator[Any]:
+    """The operator watching namespace ml of a fresh kmock server; yields the server."""
+    async with running(server):
+        yield server
 
 
 pytestmark = pytest.mark.kmock(cls=QuantwiseEmulator)

@@ -7,7 +7,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from conftest import DEPLOYMENTS, JOBS, QM, SERVICES, eventually, objects
+from conftest import DEPLOYMENTS, JOBS, QM, SERVICES, eventually, objects, running
 from test_reconcile import report
 
 from quantwise.api.report import dump_report
@@ -126,3 +126,114 @@ async def test_failed_job_fails_the_model_once(operator: Any) -> None:
     assert quantized["reason"] == "BackoffLimitExceeded"
     assert "CUDA out of memory" in quantized["message"]
     assert len(objects(server, JOBS)) == 1
+
+
+async def create(server: Any, body: dict[str, Any] = MODEL) -> None:
+    resp = await server.post(BASE, json=copy.deepcopy(body))
+    assert resp.status < 300, await resp.text()
+
+
+async def patch_spec(server: Any, spec: dict[str, Any]) -> None:
+    resp = await server.patch(
+        f"{BASE}/llama", json={"metadata": {"generation": 2}, "spec": spec},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )  # fmt: skip
+    assert resp.status < 300, await resp.text()
+
+
+async def deployed(server: Any) -> str:
+    """Create the model, finish its Job; return the Job's name once the Deployment exists."""
+    await create(server)
+    (job,) = await eventually(lambda: list(objects(server, JOBS)))
+    await finish_job(server, job, dump_report(report()))
+    await eventually(lambda: objects(server, DEPLOYMENTS).get("llama"))
+    return str(job)
+
+
+def deployment_arg(server: Any, flag: str) -> str:
+    args = objects(server, DEPLOYMENTS)["llama"]["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    return str(args[args.index(flag) + 1])
+
+
+async def test_serving_change_rolls_the_deployment_without_a_new_job(operator: Any) -> None:
+    server = operator
+    await deployed(server)
+    assert deployment_arg(server, "--max-model-len") == "8192"
+    await patch_spec(
+        server,
+        {"serving": {"gpu": {"product": "H100-80GB"}, "maxModelLen": 16384, "concurrency": 4}},
+    )
+    await eventually(lambda: deployment_arg(server, "--max-model-len") == "16384")
+    assert len(objects(server, JOBS)) == 1
+    await eventually(lambda: status(server).get("observedGeneration") == 2)
+
+
+async def test_quantization_change_makes_a_second_job_and_keeps_serving(operator: Any) -> None:
+    server = operator
+    first = await deployed(server)
+    await patch_spec(server, {"quantization": {"method": "awq", "groupSize": 64}})
+    jobs = await eventually(
+        lambda: objects(server, JOBS) if len(objects(server, JOBS)) == 2 else None
+    )
+    assert first in jobs
+    # The old artifact is still served until the new one is ready.
+    assert deployment_arg(server, "--model").endswith(first.split("-quantize-")[1])
+
+
+async def test_bad_report_fails_clearly(operator: Any) -> None:
+    server = operator
+    await create(server)
+    (job,) = await eventually(lambda: list(objects(server, JOBS)))
+    await finish_job(server, job, '{"version": 1, "kind": "QuantizeReport", "artifact": {"pa')
+    st = await eventually(
+        lambda: status(server) if status(server).get("phase") == "Failed" else None
+    )
+    assert {c["type"]: c["reason"] for c in st["conditions"]}["Quantized"] == "ReportTruncated"
+    assert not objects(server, DEPLOYMENTS)
+
+
+async def test_plan_that_cannot_fit_fails_with_what_to_change(operator: Any) -> None:
+    server = operator
+    body = copy.deepcopy(MODEL)
+    body["spec"]["serving"] = {
+        "gpu": {"product": "T4"},
+        "gpusPerNode": 1,
+        "maxModelLen": 131072,
+        "concurrency": 64,
+    }
+    await create(server, body)
+    (job,) = await eventually(lambda: list(objects(server, JOBS)))
+    await finish_job(server, job, dump_report(report()))
+    st = await eventually(
+        lambda: status(server) if status(server).get("phase") == "Failed" else None
+    )
+    planned = next(c for c in st["conditions"] if c["type"] == "Planned")
+    assert planned["reason"] == "DoesNotFit"
+    assert "does not fit on T4" in planned["message"]
+
+
+async def test_restart_in_the_middle_resumes_without_a_second_job(server: Any) -> None:
+    async with running(server):
+        await create(server)
+        (job,) = await eventually(lambda: list(objects(server, JOBS)))
+        await eventually(lambda: status(server).get("phase") == "Quantizing")
+    # The Job finishes while the operator is down.
+    await finish_job(server, job, dump_report(report()))
+    async with running(server):
+        await eventually(lambda: objects(server, DEPLOYMENTS).get("llama"))
+        assert list(objects(server, JOBS)) == [job]
+        await eventually(lambda: status(server).get("phase") == "Deploying")
+
+
+async def test_deleting_the_model_is_not_blocked(operator: Any) -> None:
+    server = operator
+    await create(server)
+    await eventually(lambda: objects(server, JOBS))
+    resp = await server.delete(f"{BASE}/llama")
+    assert resp.status < 300
+    await eventually(lambda: "llama" not in objects(server, QM))
+    # kmock has no garbage collector; the Job carries the ownerReference a real one follows.
+    (job,) = objects(server, JOBS).values()
+    assert job["metadata"]["ownerReferences"][0]["name"] == "llama"

@@ -163,7 +163,8 @@ def parse_report(message: str | None) -> QuantizeReport | QuantizeError:
         data: Any = json.loads(message)
     except json.JSONDecodeError as exc:
         # JSON that ends early (the kubelet cut it, or the writer died) fails at its very end.
-        reason = "ReportTruncated" if exc.pos >= len(message.rstrip()) - 1 else "ReportMalformed"
+        ended_early = exc.pos >= len(message.rstrip()) - 1 or exc.msg.startswith("Unterminated")
+        reason = "ReportTruncated" if ended_early else "ReportMalformed"
         raise ReportError(
             reason, f"the termination message is not JSON: {exc.msg} at character {exc.pos}"
         ) from exc
