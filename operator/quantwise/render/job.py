@@ -18,13 +18,13 @@ from quantwise.render.names import (
     common_labels,
     job_name,
 )
+from quantwise.render.pods import container_security, pod_security, tolerations
 
 DEFAULT_QUANTIZER_IMAGE = "ghcr.io/quantwise/quantizer:0.1.0"
 SOURCE_MOUNT = "/source"
 ARTIFACTS_MOUNT = "/artifacts"
 CALIBRATION_MOUNT = "/calibration"
 TERMINATION_LOG = "/dev/termination-log"
-RUN_AS_USER = 1000
 # Exit status of `quantwise quantize` for a failure that retrying cannot fix (a gated model
 # without a token, a missing dataset, an unsupported architecture): the Job's pod failure
 # policy fails the Job at once instead of burning its backoff limit.
@@ -143,31 +143,16 @@ def quantization_job(
         "terminationMessagePath": TERMINATION_LOG,
         # A pod killed before writing its report (out of memory) still explains itself.
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
-        "tolerations": [
-            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
-            *[t.to_api() for t in quantizer.tolerations or ()],
-        ],
+        "tolerations": tolerations(quantizer.tolerations),
     }
     if quantizer.node_selector:
         pod_spec["nodeSelector"] = dict(quantizer.node_selector)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from quantwise.api.spec import QuantizedModelSpec, Toleration
+from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
 from quantwise.render.names import (
     LABEL_ARTIFACT,
@@ -18,14 +18,12 @@ from quantwise.render.names import (
     dns_label,
     selector_labels,
 )
+from quantwise.render.pods import GPU_RESOURCE, container_security, pod_security, tolerations
 
 DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
 PORT = 8000
 MODELS_MOUNT = "/models"
 CACHE_MOUNT = "/cache"
-# vLLM's image runs as root by default; any non-root UID works once caches point at /cache.
-RUN_AS_USER = 1000
-GPU_RESOURCE = "nvidia.com/gpu"
 
 
 @dataclass(frozen=True)
@@ -116,15 +114,6 @@ def vllm_args(
         args += ["--quantization", quantization_flag]
     args += list(spec.serving.extra_args or ())
     return args
-
-
-def _tolerations(items: list[Toleration] | None) -> list[dict[str, Any]]:
-    # GPU nodes are commonly tainted nvidia.com/gpu:NoSchedule (GPU Operator, EKS, GKE).
-    result: list[dict[str, Any]] = [
-        {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-    ]
-    result += [t.to_api() for t in items or ()]
-    return result
 
 
 def _resources(spec: QuantizedModelSpec, gpus: int) -> dict[str, Any]:
@@ -239,29 +228,17 @@ def deployment(
             "timeoutSeconds": 10,
             "failureThreshold": 3,
         },
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": container_security(),
     }
     selector = {**(spec.serving.node_selector or {}), **(node_selector or {})}
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 60,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUN_AS_USER,
-            "fsGroup": RUN_AS_USER,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": volumes,
-        "tolerations": _tolerations(spec.serving.tolerations),
+        "tolerations": tolerations(spec.serving.tolerations),
     }
     if selector:
         pod_spec["nodeSelector"] = selector
