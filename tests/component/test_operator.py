@@ -80,7 +80,7 @@ async def test_model_goes_from_job_to_deployment(operator: Any) -> None:
         ]
         == "1"
     )
-    assert "llama" in objects(server, SERVICES)
+    await eventually(lambda: "llama" in objects(server, SERVICES))
     st = await eventually(
         lambda: status(server) if status(server).get("phase") == "Deploying" else None
     )
