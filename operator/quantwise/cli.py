@@ -373,6 +373,62 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _quantization_input(
+    path: Path,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """(quantization_config, quantize_config.json, config.json) from a dir or a JSON file."""
+    if path.is_dir():
+        config = _read_json(path / "config.json") if (path / "config.json").is_file() else None
+        qc_file = path / "quantize_config.json"
+        separate = _read_json(qc_file) if qc_file.is_file() else None
+        if config is None and separate is None:
+            raise UserError(f"{path}: no config.json or quantize_config.json")
+        return (config or {}).get("quantization_config"), separate, config
+    data = _read_json(path)
+    if "quant_method" in data or "quant_algo" in data or "bits" in data:
+        return data, None, None  # A bare quantization_config.
+    return data.get("quantization_config"), None, data
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
+    from quantwise.quantization.validate import validate, vllm_version
+
+    qc, separate, config = _quantization_input(Path(args.path))
+    try:
+        quant = parse_quantization_config(qc, separate)
+    except QuantizationConfigError as exc:
+        raise UserError(str(exc)) from exc
+    arch = None
+    if config is not None:
+        try:
+            arch = architecture_from_config(config)
+        except ArchitectureError:
+            arch = None
+    try:
+        gpu = lookup_gpu(args.gpu)
+    except UnknownGPUError as exc:
+        raise UserError(str(exc)) from exc
+    version = vllm_version(None, args.vllm)
+    verdict = validate(quant, gpu, version, arch)
+    if args.output == "json":
+        print(json.dumps(verdict.to_json(), indent=2))
+    else:
+        words = {
+            "fast": "loads on a fast kernel",
+            "slow": "loads on a slow path",
+            "unsupported": "will not load",
+        }
+        print(
+            f"{verdict.verdict.upper()}: {quant.summary()} {words[verdict.verdict]} in vLLM "
+            f"{version[0]}.{version[1]} on {gpu.name}"
+            + (f" ({verdict.kernel})" if verdict.kernel else "")
+        )
+        for finding in verdict.findings:
+            print(f"  {finding.severity:7} {finding.field}: {finding.message}")
+    return 1 if verdict.verdict == "unsupported" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantwise",
@@ -406,6 +462,15 @@ def build_parser() -> argparse.ArgumentParser:
     p_render = sub.add_parser("render", help="print the manifests `plan` would apply")
     plan_args(p_render)
     p_render.set_defaults(func=cmd_plan, output="yaml")
+
+    p_validate = sub.add_parser("validate", help="will vLLM load this checkpoint, and fast?")
+    p_validate.add_argument(
+        "path", help="a model directory, a config.json, or a quantization_config JSON"
+    )
+    p_validate.add_argument("--gpu", default="H100-80GB", help=f"one of {', '.join(GPU_NAMES)}")
+    p_validate.add_argument("--vllm", default=None, help="vLLM version, e.g. 0.33 (default 0.33)")
+    p_validate.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p_validate.set_defaults(func=cmd_validate)
 
     p_run = sub.add_parser("run", help="run the operator (Kopf) against the current cluster")
     scope = p_run.add_mutually_exclusive_group()

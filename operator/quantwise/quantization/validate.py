@@ -1,0 +1,243 @@
+"""Decide whether this vLLM loads a checkpoint on this GPU, and on a fast kernel.
+
+:func:`validate` walks the support matrix (quantwise.quantization.matrix) for the checkpoint's
+scheme and returns a verdict (fast / slow / unsupported), the kernel family, and findings that
+name the field each problem comes from and what to do about it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from quantwise.planning.architecture import Architecture
+from quantwise.planning.gpus import GPU
+from quantwise.quantization.config import CheckpointQuantization
+from quantwise.quantization.matrix import (
+    MARLIN_MIN_THREAD_K,
+    MARLIN_MIN_THREAD_N,
+    PLUGIN_ONLY_FROM_0_33,
+    Rule,
+    rules_for,
+)
+
+Severity = Literal["error", "warning", "info"]
+DEFAULT_VLLM_VERSION = (0, 33)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a reviewer would say about the checkpoint."""
+
+    field: str
+    message: str
+    severity: Severity
+
+    def to_json(self) -> dict[str, str]:
+        """The finding as ``quantwise validate --output json`` prints it."""
+        return {"field": self.field, "message": self.message, "severity": self.severity}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The answer: fast, slow or unsupported; the kernel; the findings."""
+
+    verdict: Literal["fast", "slow", "unsupported"]
+    kernel: str | None
+    method: str
+    findings: list[Finding] = field(default_factory=list)
+    rule: Rule | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The verdict as ``quantwise validate --output json`` prints it."""
+        return {
+            "verdict": self.verdict,
+            "kernel": self.kernel,
+            "method": self.method,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def vllm_version(image: str | None, override: str | None = None) -> tuple[int, int]:
+    """The (major, minor) vLLM version from ``spec.serving.vllmVersion``, else the image tag.
+
+    ``vllm/vllm-openai:v0.33.0`` gives (0, 33); a tag without a version (``latest``, a digest)
+    gives quantwise's default, 0.33.
+    """
+    for text in (override, (image or "").rsplit(":", 1)[-1] if image and ":" in image else None):
+        if text:
+            match = re.match(r"^v?(\d+)\.(\d+)", text)
+            if match:
+                return int(match.group(1)), int(match.group(2))
+    return DEFAULT_VLLM_VERSION
+
+
+def _version(v: tuple[int, int]) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+def _cc(v: tuple[int, int]) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+def _mismatches(
+    rule: Rule, q: CheckpointQuantization, gpu: GPU, version: tuple[int, int]
+) -> list[Finding]:
+    """Why ``rule`` does not apply (empty: it does)."""
+    out: list[Finding] = []
+    if not rule.min_version <= version < rule.max_version:
+        out.append(
+            Finding(
+                "vllm",
+                f"{rule.kernel} for {rule.scheme} exists in vLLM "
+                f"{_version(rule.min_version)} to before {_version(rule.max_version)}, "
+                f"not {_version(version)}",
+                "error",
+            )
+        )
+    cc = gpu.compute_capability
+    if cc < rule.min_capability:
+        out.append(
+            Finding(
+                "gpu",
+                f"{rule.kernel} needs compute capability "
+                f">= {_cc(rule.min_capability)}; {gpu.name} has {_cc(cc)}",
+                "error",
+            )
+        )
+    if rule.max_capability is not None and cc > rule.max_capability:
+        out.append(
+            Finding(
+                "gpu",
+                f"{rule.kernel} runs on compute capability "
+                f"{_cc(rule.max_capability)} only; {gpu.name} has {_cc(cc)}",
+                "error",
+            )
+        )
+    if rule.bits and q.weight_bits not in rule.bits:
+        allowed = ", ".join(str(b) for b in sorted(rule.bits))
+        out.append(
+            Finding(
+                "quantization_config.bits",
+                f"{rule.kernel} takes {allowed}-bit weights, not {q.weight_bits}",
+                "error",
+            )
+        )
+    if rule.group_sizes and q.group_size not in rule.group_sizes:
+        allowed = ", ".join(str(g) for g in sorted(g for g in rule.group_sizes if g is not None))
+        out.append(
+            Finding(
+                "quantization_config.group_size",
+                f"{rule.kernel} takes group sizes {allowed}, not {q.group_size}",
+                "error",
+            )
+        )
+    if rule.symmetric_only and not q.symmetric:
+        out.append(
+            Finding(
+                "quantization_config.sym",
+                f"{rule.kernel} takes symmetric quantization only (no zero points)",
+                "error",
+            )
+        )
+    if q.act_order not in rule.act_order:
+        what = "desc_act" if q.producer in ("gptq", "gptqmodel") else "actorder"
+        out.append(
+            Finding(
+                f"quantization_config.{what}",
+                f"{rule.kernel} in vLLM "
+                f"{_version(version)} does not take act-order {q.act_order!r} "
+                + ("with grouped quantization" if q.group_size not in (None, -1) else ""),
+                "error",
+            )
+        )
+    return out
+
+
+def validate(
+    q: CheckpointQuantization,
+    gpu: GPU,
+    version: tuple[int, int] = DEFAULT_VLLM_VERSION,
+    arch: Architecture | None = None,
+) -> Verdict:
+    """Decide whether vLLM ``version`` loads ``q`` on ``gpu``, and on which kernel."""
+    method = q.summary()
+    findings = [
+        Finding(
+            f"quantization_config.{key}",
+            "unknown key kept but not interpreted: check that vLLM does not depend on it",
+            "info",
+        )
+        for key in sorted(q.unknown_keys)
+    ]
+    if q.scheme == "none":
+        return Verdict("fast", "unquantized (16-bit)", method, findings)
+    if q.scheme in PLUGIN_ONLY_FROM_0_33 and version >= (0, 33):
+        findings.append(
+            Finding(
+                "quantization_config.quant_method",
+                f"vLLM {_version(version)} "
+                f"loads {q.quant_method} only through an out-of-tree plugin: install "
+                "it in the serving image, or quantize with awq or gptq instead",
+                "error",
+            )
+        )
+        return Verdict("unsupported", None, method, findings)
+    candidates = rules_for(q.scheme)
+    if not candidates:
+        findings.append(
+            Finding("quantization_config", f"no vLLM kernel is known for {method}", "error")
+        )
+        return Verdict("unsupported", None, method, findings)
+    near_misses: list[Finding] = []
+    for rule in candidates:
+        problems = _mismatches(rule, q, gpu, version)
+        if problems:
+            near_misses += [p for p in problems if p not in near_misses]
+            continue
+        if rule.speed == "slow":
+            findings += [
+                Finding(p.field, f"no fast kernel: {p.message}", "warning") for p in near_misses
+            ]
+            if rule.note:
+                findings.append(Finding("gpu", rule.note, "warning"))
+        if arch is not None and rule.marlin_shapes:
+            findings += marlin_shape_findings(arch, q)
+        return Verdict(rule.speed, rule.kernel, method, findings, rule)
+    findings += near_misses
+    return Verdict("unsupported", None, method, findings)
+
+
+def marlin_shape_findings(arch: Architecture, q: CheckpointQuantization) -> list[Finding]:
+    """Findings when even TP=1 shapes do not suit Marlin (see :func:`marlin_tp_blocker`)."""
+    reason = marlin_tp_blocker(arch, q, 1)
+    return [Finding("config.json", reason, "error")] if reason else []
+
+
+def marlin_tp_blocker(arch: Architecture, q: CheckpointQuantization, tp: int) -> str | None:
+    """Why Marlin cannot run ``arch`` at tensor parallel ``tp`` (None: it can).
+
+    Each rank's shard must have an output size divisible by 64 (column-parallel layers) and an
+    input size divisible by 128 (row-parallel layers): marlin_utils.py,
+    check_marlin_supports_shape.
+    """
+    inter = arch.moe_intermediate_size if arch.is_moe else arch.intermediate_size
+    inter = inter or arch.intermediate_size
+    if inter % tp:
+        return f"the MLP width {inter} does not divide by TP={tp}"
+    shard = inter // tp
+    if shard % MARLIN_MIN_THREAD_N:
+        return (
+            f"the MLP shard {inter}/{tp}={shard} is not a multiple of {MARLIN_MIN_THREAD_N} "
+            "(Marlin)"
+        )
+    if shard % MARLIN_MIN_THREAD_K:
+        return (
+            f"the down_proj input shard {shard} is not a multiple of {MARLIN_MIN_THREAD_K} (Marlin)"
+        )
+    if q.group_size and q.group_size > 0 and shard % q.group_size:
+        return (
+            f"the down_proj input shard {shard} is not a multiple of the group size {q.group_size}"
+        )
+    return None
