@@ -198,7 +198,7 @@ async def test_plan_that_cannot_fit_fails_with_what_to_change(operator: Any) -> 
     server = operator
     body = copy.deepcopy(MODEL)
     body["spec"]["serving"] = {
-        "gpu": {"product": "T4"},
+        "gpu": {"product": "L4"},
         "gpusPerNode": 1,
         "maxModelLen": 131072,
         "concurrency": 64,
@@ -211,7 +211,23 @@ async def test_plan_that_cannot_fit_fails_with_what_to_change(operator: Any) -> 
     )
     planned = next(c for c in st["conditions"] if c["type"] == "Planned")
     assert planned["reason"] == "DoesNotFit"
-    assert "does not fit on T4" in planned["message"]
+    assert "does not fit on L4" in planned["message"]
+
+
+async def test_unsupported_quantization_for_the_gpu_fails_validation(operator: Any) -> None:
+    server = operator
+    body = copy.deepcopy(MODEL)
+    body["spec"]["serving"] = {"gpu": {"product": "T4"}, "maxModelLen": 4096, "concurrency": 2}
+    await create(server, body)
+    (job,) = await eventually(lambda: list(objects(server, JOBS)))
+    await finish_job(server, job, dump_report(report()))
+    st = await eventually(
+        lambda: status(server) if status(server).get("phase") == "Failed" else None
+    )
+    validated = next(c for c in st["conditions"] if c["type"] == "Validated")
+    assert validated["reason"] == "Unsupported"
+    assert "T4 has 7.5" in validated["message"]
+    assert not objects(server, DEPLOYMENTS)
 
 
 async def test_restart_in_the_middle_resumes_without_a_second_job(server: Any) -> None:

@@ -282,7 +282,7 @@ def test_bad_reports_fail_clearly(message: str | None, reason: str) -> None:
 
 def test_report_that_does_not_match_the_spec_is_refused() -> None:
     out = run(observe(job=succeeded(dump_report(report(bits=8, group=128)))))
-    assert cond(out, "Validated") == ("False", "Unsupported")
+    assert cond(out, "Validated") == ("False", "Mismatch")
     assert (
         "8-bit weights but spec.quantization asks for 4"
         in (out.status.conditions or [])[-1].message
@@ -403,3 +403,24 @@ def test_status_round_trips_through_json() -> None:
     out = run(observe(job=succeeded(dump_report(report()))))
     data = json.loads(json.dumps(out.status.to_api()))
     assert run(observe(status=data, now=LATER)).status.artifact == out.status.artifact
+
+
+def test_kernel_validation_names_the_kernel() -> None:
+    from quantwise.reconcile.validation import kernel_validator
+
+    out = reconcile(
+        observe(job=succeeded(dump_report(report()))),
+        Settings(),
+        validator=kernel_validator("vllm/vllm-openai:v0.33.0"),
+    )
+    status, reason = cond(out, "Validated")
+    assert (status, reason) == ("True", "FastKernel")
+    assert "Machete" in next(
+        c.message for c in out.status.conditions or [] if c.type == "Validated"
+    )
+    old = reconcile(
+        observe(job=succeeded(dump_report(report()))),
+        Settings(),
+        validator=kernel_validator("vllm/vllm-openai:v0.11.0"),
+    )
+    assert "Marlin" in next(c.message for c in old.status.conditions or [] if c.type == "Validated")

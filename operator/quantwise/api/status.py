@@ -60,6 +60,7 @@ class ArtifactStatus(ApiModel):
     scheme: str | None = Field(default=None, description="Normalised scheme, e.g. wna16.")
     symmetric: bool | None = Field(default=None, description="Symmetric quantization.")
     activation_bits: int | None = Field(default=None, description="Activation bits.")
+    act_order: str | None = Field(default=None, description="Act-order (desc_act) of the weights.")
     kv_cache_scheme: str | None = Field(
         default=None, description="KV-cache quantization the checkpoint carries scales for."
     )

@@ -26,7 +26,9 @@ from quantwise.reconcile.core import (
     Settings,
     reconcile,
 )
+from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import LABEL_MANAGED_BY, job_name
+from quantwise.render.serving import DEFAULT_VLLM_IMAGE
 
 DRIFT_CHECK_SECONDS = 120.0
 
@@ -156,7 +158,8 @@ def reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger)
         body = rt.kube.get_model(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
-        outcome = reconcile(observe(rt.kube, body), rt.settings)
+        validator = kernel_validator(rt.settings.vllm_image or DEFAULT_VLLM_IMAGE)
+        outcome = reconcile(observe(rt.kube, body), rt.settings, validator=validator)
         for action in outcome.actions:
             if action.kind == "create_job":
                 logger.info("creating Job %s", action.name)

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from quantwise.api.report import QuantizeError, QuantizeReport, ReportError, parse_report
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus, Condition, QuantizedModelStatus
-from quantwise.planning.for_spec import plan_spec
+from quantwise.planning.for_spec import gpu_from_spec, plan_spec
 from quantwise.planning.gpus import GPU
 from quantwise.planning.planner import PlanError
 from quantwise.planning.weights import WeightFormat, estimate_weights
@@ -106,8 +106,17 @@ class Outcome:
     requeue_seconds: float | None = None
 
 
-Validator = Callable[[QuantizedModelSpec, ArtifactStatus, GPU | None], list[str]]
-"""Returns the reasons the artifact cannot be served as the spec asks (empty: it can)."""
+@dataclass(frozen=True)
+class Validation:
+    """What the kernel check said: the verdict, the kernel, and messages (errors or warnings)."""
+
+    verdict: Literal["fast", "slow", "unsupported"]
+    kernel: str | None
+    messages: tuple[str, ...] = ()
+
+
+Validator = Callable[[QuantizedModelSpec, ArtifactStatus, GPU | None], Validation | None]
+"""Checks that vLLM loads the artifact on the GPU (None: nothing to check against)."""
 
 
 def owner_reference(obs: Observation) -> dict[str, Any]:
@@ -202,6 +211,7 @@ def _artifact_from_report(
         scheme=q.scheme,
         symmetric=q.symmetric,
         activation_bits=q.activation_bits,
+        act_order=q.act_order,
         kv_cache_scheme=q.kv_cache_scheme,
         weight_breakdown=report.artifact.breakdown,
         architecture=report.architecture,
@@ -332,12 +342,25 @@ def reconcile(
 
     base = base.model_copy(update={"artifact": artifact})
     problems = check_artifact_matches_spec(spec, artifact)
-    if validator is not None:
-        problems += validator(spec, artifact, gpu)
     if problems:
-        st.set("Validated", False, "Unsupported", "; ".join(problems))
+        st.set("Validated", False, "Mismatch", "; ".join(problems))
         return finish("Failed", permanent=True)
-    st.set("Validated", True, "Supported", "the checkpoint matches the spec")
+    target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
+    checked = validator(spec, artifact, target) if validator is not None else None
+    if checked is not None and checked.verdict == "unsupported":
+        st.set("Validated", False, "Unsupported", "; ".join(checked.messages))
+        return finish("Failed", permanent=True)
+    if checked is None:
+        st.set("Validated", True, "Supported", "the checkpoint matches the spec")
+    elif checked.verdict == "slow":
+        st.set(
+            "Validated",
+            True,
+            "SlowKernel",
+            f"loads on {checked.kernel}, a slow path: " + "; ".join(checked.messages),
+        )
+    else:
+        st.set("Validated", True, "FastKernel", f"loads on {checked.kernel}")
 
     if artifact.architecture is None:
         st.set("Planned", False, "NoArchitecture", "the report carries no architecture")

@@ -1,0 +1,50 @@
+"""The reconcile's kernel check: the artifact against the vLLM support matrix on the GPU."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+from quantwise.api.spec import QuantizedModelSpec
+from quantwise.api.status import ArtifactStatus
+from quantwise.planning.gpus import GPU
+from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
+from quantwise.quantization.validate import validate, vllm_version
+from quantwise.reconcile.core import Validation, Validator
+
+
+def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization:
+    """The normalised quantization the Job reported, rebuilt from ``status.artifact``."""
+    bits = artifact.bits or 16
+    act_order = artifact.act_order if artifact.act_order in get_args(ActOrder) else "none"
+    scheme = artifact.scheme if artifact.scheme in get_args(Scheme) else None
+    scheme = scheme or ("none" if bits >= 16 else "wna16")
+    return CheckpointQuantization(
+        producer="compressed-tensors" if artifact.scheme in ("wna16", "w8a8-int8") else "none",
+        scheme=scheme,
+        quant_method=artifact.method or "none",
+        weight_bits=bits,
+        activation_bits=artifact.activation_bits or 16,
+        group_size=artifact.group_size,
+        symmetric=artifact.symmetric if artifact.symmetric is not None else True,
+        act_order=act_order,
+        format=artifact.format,
+    )
+
+
+def kernel_validator(default_image: str | None) -> Validator:
+    """A Validator for the serving image's vLLM version (``spec.serving.vllmVersion`` wins)."""
+
+    def check(
+        spec: QuantizedModelSpec, artifact: ArtifactStatus, gpu: GPU | None
+    ) -> Validation | None:
+        if gpu is None:
+            return None
+        version = vllm_version(spec.serving.image or default_image, spec.serving.vllm_version)
+        verdict = validate(checkpoint_from_artifact(artifact), gpu, version, artifact.architecture)
+        severity = "error" if verdict.verdict == "unsupported" else "warning"
+        messages = tuple(
+            f"{f.field}: {f.message}" for f in verdict.findings if f.severity == severity
+        )
+        return Validation(verdict.verdict, verdict.kernel, messages)
+
+    return check
