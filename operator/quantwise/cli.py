@@ -22,16 +22,22 @@ from quantwise.planning.architecture import (
     ArchitectureError,
     architecture_from_config,
 )
-from quantwise.planning.for_spec import expected_weights, plan_spec, weight_format_for
-from quantwise.planning.gpus import GIB, GPU_NAMES, UnknownGPUError, lookup_gpu
+from quantwise.planning.for_spec import (
+    expected_weights,
+    gpu_from_spec,
+    plan_spec,
+    weight_format_for,
+)
+from quantwise.planning.gpus import GIB, GPU, GPU_NAMES, UnknownGPUError, lookup_gpu
 from quantwise.planning.kvcache import KV_CACHE_DTYPES
-from quantwise.planning.planner import Plan, PlanError
+from quantwise.planning.planner import Plan, PlanError, TPFilter
 from quantwise.planning.weights import (
     WeightBreakdown,
     WeightsError,
     measure_weights,
     safetensors_files,
 )
+from quantwise.quantization.config import Scheme
 from quantwise.render.names import artifact_dir
 from quantwise.render.serving import deployment, service, serving_location
 
@@ -289,6 +295,52 @@ def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
 # ----- commands -----
 
 
+# What llm-compressor writes for each method (compressed-tensors schemes).
+_PRODUCED_SCHEME: dict[str, Scheme] = {
+    "awq": "wna16",
+    "gptq": "wna16",
+    "w8a8-int8": "w8a8-int8",
+    "fp8": "w8a8-fp8",
+    "fp8-dynamic": "w8a8-fp8",
+}
+
+
+def _kernel_tp_filter(
+    spec: QuantizedModelSpec, arch: Architecture, config: dict[str, Any], gpu: GPU | None
+) -> TPFilter | None:
+    """Skip TP sizes the checkpoint's kernel (Marlin) cannot run at."""
+    from quantwise.quantization.config import (
+        CheckpointQuantization,
+        QuantizationConfigError,
+        parse_quantization_config,
+    )
+    from quantwise.quantization.validate import marlin_tp_blocker, validate, vllm_version
+
+    q = spec.quantization
+    try:
+        if q.method == "none":
+            quant = parse_quantization_config(config.get("quantization_config"))
+        else:
+            bits = q.effective_bits or 16
+            quant = CheckpointQuantization(
+                producer="compressed-tensors",
+                scheme=_PRODUCED_SCHEME[q.method],
+                quant_method="compressed-tensors",
+                weight_bits=bits,
+                activation_bits=16 if q.method in ("awq", "gptq") else 8,
+                group_size=q.effective_group_size,
+                symmetric=q.effective_symmetric,
+            )
+    except QuantizationConfigError as exc:
+        raise UserError(str(exc)) from exc
+    if gpu is None:
+        return None
+    verdict = validate(quant, gpu, vllm_version(spec.serving.image, spec.serving.vllm_version))
+    if verdict.rule is None or not verdict.rule.marlin_shapes:
+        return None
+    return lambda tp: marlin_tp_blocker(arch, quant, tp)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     doc = _load_manifest(Path(args.file)) if args.file else _skeleton()
     doc = _apply_overrides(doc, args)
@@ -306,7 +358,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         if args.gpu is not None:
             gpu = lookup_gpu(args.gpu)
-        result = plan_spec(spec, arch, weights, fmt, gpu)
+        target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
+        tp_filter = _kernel_tp_filter(spec, arch, config, target)
+        result = plan_spec(spec, arch, weights, fmt, gpu, tp_filter)
     except UnknownGPUError as exc:
         raise UserError(str(exc)) from exc
     except PlanError as exc:

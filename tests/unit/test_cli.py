@@ -203,3 +203,39 @@ def test_console_script_is_installed() -> None:
         check=True,
     )
     assert result.stdout.startswith("quantwise ")
+
+
+def test_plan_skips_tp_sizes_marlin_cannot_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Llama-2-7B's MLP (11008) splits into 2752-wide shards at TP=4: not a multiple of Marlin's 128.
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                **LLAMA_31_8B,
+                "intermediate_size": 11008,
+                "num_key_value_heads": 32,
+                "vocab_size": 32000,
+            }
+        )
+    )
+    code, out, _ = run(
+        capsys,
+        "plan",
+        "--config",
+        str(config),
+        "--method",
+        "gptq",
+        "--group-size",
+        "-1",
+        "--gpu",
+        "A100-80GB",
+        "-o",
+        "json",
+    )
+    assert code == 0
+    reasons = " ".join(json.loads(out)["reasons"])
+    assert (
+        "TP=4 skipped: the down_proj input shard 2752 is not a multiple of 128 (Marlin)" in reasons
+    )

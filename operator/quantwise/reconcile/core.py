@@ -21,7 +21,7 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus, Condition, QuantizedModelStatus
 from quantwise.planning.for_spec import gpu_from_spec, plan_spec
 from quantwise.planning.gpus import GPU
-from quantwise.planning.planner import PlanError
+from quantwise.planning.planner import PlanError, TPFilter
 from quantwise.planning.weights import WeightFormat, estimate_weights
 from quantwise.reconcile.conditions import get_condition, set_condition
 from quantwise.render.job import quantization_job
@@ -113,6 +113,8 @@ class Validation:
     verdict: Literal["fast", "slow", "unsupported"]
     kernel: str | None
     messages: tuple[str, ...] = ()
+    # Tensor-parallel sizes the kernel cannot run the checkpoint at (Marlin's shard shapes).
+    tp_filter: TPFilter | None = None
 
 
 Validator = Callable[[QuantizedModelSpec, ArtifactStatus, GPU | None], Validation | None]
@@ -372,7 +374,7 @@ def reconcile(
     else:
         weights = estimate_weights(arch, fmt)
     try:
-        plan = plan_spec(spec, arch, weights, fmt, gpu)
+        plan = plan_spec(spec, arch, weights, fmt, gpu, checked.tp_filter if checked else None)
     except (PlanError, ValueError) as exc:
         st.set("Planned", False, "DoesNotFit" if isinstance(exc, PlanError) else "NoGPU", str(exc))
         return finish("Failed", permanent=True)

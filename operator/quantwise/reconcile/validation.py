@@ -8,7 +8,7 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus
 from quantwise.planning.gpus import GPU
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
-from quantwise.quantization.validate import validate, vllm_version
+from quantwise.quantization.validate import marlin_tp_blocker, validate, vllm_version
 from quantwise.reconcile.core import Validation, Validator
 
 
@@ -45,6 +45,14 @@ def kernel_validator(default_image: str | None) -> Validator:
         messages = tuple(
             f"{f.field}: {f.message}" for f in verdict.findings if f.severity == severity
         )
-        return Validation(verdict.verdict, verdict.kernel, messages)
+        quant = checkpoint_from_artifact(artifact)
+        arch = artifact.architecture
+        tp_filter = None
+        if arch is not None and verdict.rule is not None and verdict.rule.marlin_shapes:
+
+            def tp_filter(tp: int) -> str | None:
+                return marlin_tp_blocker(arch, quant, tp)
+
+        return Validation(verdict.verdict, verdict.kernel, messages, tp_filter)
 
     return check
