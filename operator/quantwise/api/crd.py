@@ -148,7 +148,7 @@ def build_crd() -> dict[str, Any]:
     """Return the QuantizedModel CRD as a dict (apiextensions.k8s.io/v1)."""
     spec_schema = openapi_schema(QuantizedModelSpec)
     spec_schema["description"] = (
-        "What to quantize, how, and how to serve it (README: Spec reference)."
+        "What to quantize, how, and how to serve it (README: The QuantizedModel API)."
     )
     status_schema = openapi_schema(QuantizedModelStatus)
     root: dict[str, Any] = {
