@@ -8,6 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 from conftest import DEPLOYMENTS, JOBS, QM, SERVICES, eventually, objects, running
+from test_api import BASE as API_BASE
 from test_reconcile import report
 
 from quantwise.api.report import dump_report
@@ -15,17 +16,7 @@ from support.kmockx import QuantwiseEmulator
 
 pytestmark = [pytest.mark.kmock(cls=QuantwiseEmulator), pytest.mark.asyncio]
 BASE = "/apis/quantwise.dev/v1alpha1/namespaces/ml/quantizedmodels"
-MODEL: dict[str, Any] = {
-    "apiVersion": "quantwise.dev/v1alpha1",
-    "kind": "QuantizedModel",
-    "metadata": {"name": "llama", "namespace": "ml"},
-    "spec": {
-        "source": {"huggingFace": {"repo": "meta-llama/Llama-3.1-8B-Instruct"}},
-        "quantization": {"method": "awq"},
-        "storage": {"pvc": {"claimName": "models", "path": "quantized"}},
-        "serving": {"gpu": {"product": "H100-80GB"}},
-    },
-}
+MODEL: dict[str, Any] = API_BASE  # The same QuantizedModel as the unit tests use.
 
 
 def status(server: Any) -> dict[str, Any]:

@@ -123,23 +123,10 @@ def test_method_none_plans_at_the_model_dtype(
 def test_model_dir_measures_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
-    from test_weights import llama_tensors, tiny
+    from test_weights import TINY_CONFIG, llama_tensors, tiny
 
     arch = tiny()
-    (tmp_path / "config.json").write_text(
-        json.dumps(
-            {
-                "model_type": "llama",
-                "num_hidden_layers": 2,
-                "hidden_size": 256,
-                "intermediate_size": 512,
-                "num_attention_heads": 4,
-                "num_key_value_heads": 2,
-                "vocab_size": 1000,
-                "max_position_embeddings": 2048,
-            }
-        )
-    )
+    (tmp_path / "config.json").write_text(json.dumps(TINY_CONFIG))
     tensors = llama_tensors(arch)
     save_file(tensors, str(tmp_path / "model.safetensors"))
     code, out, _ = run(capsys, "plan", "--model-dir", str(tmp_path), "--gpu", "t4", "-o", "json")

@@ -46,19 +46,21 @@ LLAMA_31_8B = {
 }
 
 
+TINY_CONFIG = {
+    "model_type": "llama",
+    "num_hidden_layers": 2,
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "tie_word_embeddings": False,
+}
+
+
 def tiny(**overrides: object) -> Architecture:
-    config = {
-        "model_type": "llama",
-        "num_hidden_layers": 2,
-        "hidden_size": 256,
-        "intermediate_size": 512,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "vocab_size": 1000,
-        "max_position_embeddings": 2048,
-        "tie_word_embeddings": False,
-    }
-    config.update(overrides)
+    config = {**TINY_CONFIG, **overrides}
     return architecture_from_config(config)
 
 
