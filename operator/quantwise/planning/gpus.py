@@ -48,34 +48,38 @@ def _gib(value: float) -> int:
 
 
 # Bandwidth and compute capability: NVIDIA datasheets and the CUDA GPUs list
-# (developer.nvidia.com/cuda-gpus). Memory: the CUDA-visible total; where no log of it was at
-# hand, nvidia-smi's memory.total less the ~0.5 GiB the driver reserves on recent GPUs.
+# (developer.nvidia.com/cuda-gpus). Memory: the CUDA-visible total as PyTorch out-of-memory
+# messages and vLLM's profiling logs print it on current Linux drivers (public issue reports);
+# nvidia-smi's memory.total, which GPU Feature Discovery publishes as nvidia.com/gpu.memory, is
+# 0.3-0.8 GiB higher. Where no such log was found: memory.total less 0.5 GiB.
 CATALOG: tuple[GPU, ...] = (
-    # Tesla T4 datasheet: 16 GB GDDR6, 320 GB/s, Turing (7.5). PyTorch reports 14.75 GiB.
-    GPU("T4", _gib(14.75), 320.0, (7, 5), ("Tesla-T4",)),
+    # Tesla T4: 16 GB GDDR6, 320 GB/s, Turing (7.5); nvidia-smi 15360 MiB; PyTorch 14.56 GiB on
+    # current drivers (14.75 on old ones).
+    GPU("T4", _gib(14.56), 320.0, (7, 5), ("Tesla-T4",)),
     # A10G (AWS g5): 24 GB GDDR6, 600 GB/s, Ampere GA102 (8.6); nvidia-smi 23028 MiB.
     GPU("A10G", _gib(21.99), 600.0, (8, 6), ("NVIDIA-A10G",)),
     # L4 datasheet: 24 GB GDDR6, 300 GB/s, Ada (8.9); nvidia-smi 23034 MiB.
     GPU("L4", _gib(22.03), 300.0, (8, 9), ("NVIDIA-L4",)),
-    # L40S datasheet: 48 GB GDDR6, 864 GB/s, Ada (8.9); nvidia-smi 46068 MiB.
-    GPU("L40S", _gib(44.52), 864.0, (8, 9), ("NVIDIA-L40S",)),
-    # A100 40GB SXM4 datasheet: 1,555 GB/s, Ampere (8.0). PyTorch reports 39.39 GiB.
+    # L40S datasheet: 48 GB GDDR6, 864 GB/s, Ada (8.9); nvidia-smi 46068 MiB; PyTorch 44.42 GiB.
+    GPU("L40S", _gib(44.42), 864.0, (8, 9), ("NVIDIA-L40S",)),
+    # A100 40GB SXM4 datasheet: 1,555 GB/s, Ampere (8.0); nvidia-smi 40960 MiB; PyTorch 39.50 GiB.
     GPU(
-        "A100-40GB", _gib(39.39), 1555.0, (8, 0), ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")
+        "A100-40GB", _gib(39.50), 1555.0, (8, 0), ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB")
     ),
-    # A100 80GB SXM4 datasheet: 2,039 GB/s (PCIe: 1,935), Ampere (8.0). PyTorch reports 79.15 GiB.
+    # A100 80GB SXM4 datasheet: 2,039 GB/s (PCIe: 1,935), Ampere (8.0); PyTorch 79.25 GiB.
     GPU(
-        "A100-80GB", _gib(79.15), 2039.0, (8, 0), ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")
+        "A100-80GB", _gib(79.25), 2039.0, (8, 0), ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe")
     ),
-    # H100 SXM5 datasheet: 80 GB HBM3, 3.35 TB/s, Hopper (9.0). vLLM logs 79.19 GiB total.
-    GPU("H100-80GB", _gib(79.19), 3350.0, (9, 0), ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")),
+    # H100 SXM5: 80 GB HBM3, 3.35 TB/s, Hopper (9.0); nvidia-smi 81559 MiB; vLLM 79.11 GiB.
+    GPU("H100-80GB", _gib(79.11), 3350.0, (9, 0), ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-PCIe")),
     # H200 SXM datasheet: 141 GB HBM3e, 4.8 TB/s, Hopper (9.0); nvidia-smi 143771 MiB.
     GPU("H200", _gib(139.8), 4800.0, (9, 0), ("NVIDIA-H200", "NVIDIA-H200-NVL")),
-    # B200 (DGX B200 datasheet: 1,440 GB and 64 TB/s for 8 GPUs), Blackwell (10.0).
-    GPU("B200", _gib(178.4), 8000.0, (10, 0), ("NVIDIA-B200",)),
-    # GeForce RTX 4090: 24 GB GDDR6X, 1,008 GB/s, Ada (8.9). PyTorch reports 23.65 GiB.
-    GPU("RTX-4090", _gib(23.65), 1008.0, (8, 9), ("NVIDIA-GeForce-RTX-4090",)),
-    # GeForce RTX 5070 Ti: 16 GB GDDR7, 896 GB/s, Blackwell consumer (12.0).
+    # B200 (DGX B200 datasheet: 1,440 GB, 64 TB/s for 8 GPUs), Blackwell (10.0); PyTorch 178.35 GiB.
+    GPU("B200", _gib(178.35), 8000.0, (10, 0), ("NVIDIA-B200",)),
+    # GeForce RTX 4090: 24 GB GDDR6X, 1,008 GB/s, Ada (8.9); PyTorch 23.64 GiB.
+    GPU("RTX-4090", _gib(23.64), 1008.0, (8, 9), ("NVIDIA-GeForce-RTX-4090",)),
+    # GeForce RTX 5070 Ti: 16 GB GDDR7, 896 GB/s, Blackwell consumer (12.0);
+    # nvidia-smi 16303 MiB, no PyTorch total found: memory.total less 0.5 GiB.
     GPU("RTX-5070-Ti", _gib(15.47), 896.0, (12, 0), ("NVIDIA-GeForce-RTX-5070-Ti",)),
 )
 
