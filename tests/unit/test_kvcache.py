@@ -66,14 +66,18 @@ def test_mla_latent_is_replicated_across_tp() -> None:
         ("auto", 512), ("bfloat16", 512), ("float16", 512),
         ("fp8", 256), ("fp8_e4m3", 256), ("fp8_e5m2", 256), ("fp8_inc", 256),
         ("int8_per_token_head", 2 * (128 + 4)), ("fp8_per_token_head", 2 * (128 + 4)),
-        ("int4_per_token_head", 2 * (64 + 2)),
+        ("int4_per_token_head", 2 * (64 + 4)), ("nvfp4", 2 * (64 + 8)),
         # vLLM's own TurboQuant tests give these slot sizes for head_dim 128.
         ("turboquant_k8v4", 196), ("turboquant_4bit_nc", 134), ("turboquant_k3v4_nc", 118), ("turboquant_3bit_nc", 102),
     ],
 )  # fmt: skip
 def test_bytes_per_head_for_every_dtype(dtype: str, per_head: int) -> None:
     assert kv_bytes_per_head_per_token(dtype, 128) == per_head
-    assert kv_bytes_per_token(LLAMA, 1, dtype) == 32 * 8 * per_head
+    if dtype.startswith("turboquant"):
+        # The first and last two layers stay at the model dtype.
+        assert kv_bytes_per_token(LLAMA, 1, dtype) == 28 * 8 * per_head + 4 * 8 * 512
+    else:
+        assert kv_bytes_per_token(LLAMA, 1, dtype) == 32 * 8 * per_head
 
 
 def test_every_listed_dtype_is_sized() -> None:

@@ -43,6 +43,7 @@ KVCacheDtype = Literal[
     "turboquant_4bit_nc",
     "turboquant_k3v4_nc",
     "turboquant_3bit_nc",
+    "nvfp4",
 ]
 KV_CACHE_DTYPES: tuple[str, ...] = get_args(KVCacheDtype)
 
@@ -68,13 +69,16 @@ TURBOQUANT_BITS: dict[str, tuple[int, int]] = {
     "turboquant_k3v4_nc": (3, 4),
     "turboquant_3bit_nc": (3, 3),
 }
-# Per-token-head caches (vllm/v1/attention/ops, QuantConfig per cache dtype): one scale per token
-# per head for each of K and V; float32 scales for int8 and fp8, float16 for int4 (two codes per
-# byte).
+# vLLM keeps the first and the last two layers of a dense model at the model dtype when the
+# cache is TurboQuant (turboquant/config.py; no flag turns it off).
+TURBOQUANT_BOUNDARY_LAYERS = 2
+# Per-token-head caches: one float32 scale per token per head for each of K and V
+# (vllm/v1/kv_cache_interface.py page size: 2 * block * heads * 4 extra bytes); int4 packs two
+# codes per byte.
 PER_TOKEN_HEAD: dict[str, tuple[float, int]] = {
     "int8_per_token_head": (1.0, 4),
     "fp8_per_token_head": (1.0, 4),
-    "int4_per_token_head": (0.5, 2),
+    "int4_per_token_head": (0.5, 4),
 }
 
 
@@ -106,6 +110,9 @@ def kv_bytes_per_head_per_token(
         return 2 * (math.ceil(head_dim * per_element) + scale)
     if kv_cache_dtype in TURBOQUANT_BITS:
         return turboquant_slot_bytes(kv_cache_dtype, head_dim)
+    if kv_cache_dtype == "nvfp4":
+        # FP4 codes (two per byte) plus one FP8 scale per 16 elements, for K and for V.
+        return 2 * (math.ceil(head_dim / 2) + math.ceil(head_dim / 16))
     if kv_cache_dtype in MLA_ONLY:
         raise KVCacheError(f"kvCacheDtype {kv_cache_dtype} applies only to MLA models (DeepSeek)")
     raise KVCacheError(
@@ -151,12 +158,24 @@ def layers_on_gpu(arch: Architecture, pp: int) -> tuple[int, int]:
     return stage - sliding, sliding
 
 
+def _per_token_bytes(arch: Architecture, tp: int, kv_cache_dtype: str, pp: int) -> tuple[int, int]:
+    """(full-attention, sliding-window) KV bytes per token on the fullest GPU."""
+    full, sliding = layers_on_gpu(arch, pp)
+    per_layer = layer_kv_bytes_per_token(arch, tp, kv_cache_dtype)
+    full_bytes = full * per_layer
+    if kv_cache_dtype in TURBOQUANT_BITS:
+        # Boundary layers stay 16-bit: both ends with one stage, one end on the first or last.
+        boundary = min(full, TURBOQUANT_BOUNDARY_LAYERS * (2 if pp == 1 else 1))
+        full_bytes += boundary * (layer_kv_bytes_per_token(arch, tp, "auto") - per_layer)
+    return full_bytes, sliding * per_layer
+
+
 def kv_bytes_per_token(
     arch: Architecture, tp: int, kv_cache_dtype: str = "auto", pp: int = 1
 ) -> int:
     """KV-cache bytes one token takes on the fullest GPU, over all of that GPU's layers."""
-    full, sliding = layers_on_gpu(arch, pp)
-    return (full + sliding) * layer_kv_bytes_per_token(arch, tp, kv_cache_dtype)
+    full_bytes, sliding_bytes = _per_token_bytes(arch, tp, kv_cache_dtype, pp)
+    return full_bytes + sliding_bytes
 
 
 def _blocks(tokens: int) -> int:
@@ -177,12 +196,11 @@ def kv_bytes_per_sequence(
     ``min(window - 1 + max_num_batched_tokens, max_model_len)`` tokens plus one block
     (vllm/v1/kv_cache_interface.py, ``SlidingWindowSpec.max_memory_usage_bytes``).
     """
-    full, sliding = layers_on_gpu(arch, pp)
-    page = layer_kv_bytes_per_token(arch, tp, kv_cache_dtype) * BLOCK_SIZE_TOKENS
-    total = full * _blocks(max_model_len) * page
-    if sliding and arch.sliding_window:
+    full_bytes, sliding_bytes = _per_token_bytes(arch, tp, kv_cache_dtype, pp)
+    total = full_bytes * BLOCK_SIZE_TOKENS * _blocks(max_model_len)
+    if sliding_bytes and arch.sliding_window:
         held = min(arch.sliding_window - 1 + max_num_batched_tokens, max_model_len)
-        total += sliding * (_blocks(held) + 1) * page
+        total += sliding_bytes * BLOCK_SIZE_TOKENS * (_blocks(held) + 1)
     return total
 
 

@@ -263,7 +263,7 @@ def plan(
     else:
         max_model_len = budget.max_model_len
     max_num_seqs = budget.max_num_seqs or max(budget.concurrency, DEFAULT_MAX_NUM_SEQS)
-    mnbt = default_max_num_batched_tokens(gpu.memory_bytes)
+    mnbt = default_max_num_batched_tokens(gpu.memory_bytes, gpu.name)
     try:
         kv_bytes_per_token(arch, 1, budget.kv_cache_dtype)
     except KVCacheError as exc:
@@ -482,7 +482,7 @@ def _no_fit_message(
             last.pp,
             max_model_len,
             max_num_seqs,
-            default_max_num_batched_tokens(g.memory_bytes),
+            default_max_num_batched_tokens(g.memory_bytes, g.name),
         ).fits
     ]
     if bigger:
