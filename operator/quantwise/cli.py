@@ -104,6 +104,7 @@ def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> dict[str,
         ("max_gpu_memory_utilization", "maxGpuMemoryUtilization"),
         ("gpus_per_node", "gpusPerNode"),
         ("max_nodes", "maxNodes"),
+        ("vllm_version", "vllmVersion"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -336,7 +337,7 @@ def _kernel_tp_filter(
     if gpu is None:
         return None
     verdict = validate(quant, gpu, vllm_version(spec.serving.image, spec.serving.vllm_version))
-    if verdict.rule is None or not verdict.rule.marlin_shapes:
+    if not verdict.marlin_shapes:
         return None
     return lambda tp: marlin_tp_blocker(arch, quant, tp)
 
@@ -507,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-gpu-memory-utilization", type=float)
         p.add_argument("--gpus-per-node", type=int)
         p.add_argument("--max-nodes", type=int)
+        p.add_argument("--vllm-version", help="vLLM version to check kernels for, e.g. 0.33")
 
     p_plan = sub.add_parser("plan", help="size the serving deployment of a model, offline")
     plan_args(p_plan)

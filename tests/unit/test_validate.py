@@ -31,12 +31,17 @@ BNB = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_typ
 CASES: list[tuple[str, dict[str, Any], str, str, str, str | None]] = [
     ("awq", AWQ, "A100-80GB", "0.33", "fast", "Marlin"),
     ("awq", AWQ, "H100-80GB", "0.11", "fast", "Marlin"),
-    ("awq", AWQ, "T4", "0.33", "slow", "AWQ GEMM"),
+    ("awq", AWQ, "T4", "0.11", "slow", "AWQ GEMM"),
+    ("awq", AWQ, "T4", "0.33", "fast", "Marlin"),  # Marlin runs on Turing from 0.20.
+    ("awq 8-bit", {**AWQ, "bits": 8}, "A100-80GB", "0.11", "fast", "Marlin"),
+    ("awq 8-bit", {**AWQ, "bits": 8}, "A100-80GB", "0.33", "unsupported", None),
     ("awq", AWQ, "A10G", "0.20", "fast", "Marlin"),
     ("gptq", GPTQ, "H100-80GB", "0.33", "fast", "Machete"),
     ("gptq", GPTQ, "L4", "0.20", "fast", "Marlin"),
-    ("gptq", GPTQ, "T4", "0.20", "slow", "ExLlama"),
-    ("gptq", GPTQ, "T4", "0.33", "unsupported", None),
+    ("gptq", GPTQ, "T4", "0.11", "slow", "ExLlama"),
+    ("gptq", GPTQ, "T4", "0.20", "fast", "Marlin"),
+    ("gptq", GPTQ, "T4", "0.33", "fast", "Marlin"),
+    ("gptq 3-bit", {**GPTQ, "bits": 3}, "T4", "0.33", "unsupported", None),
     ("gptq act-order", GPTQ_ACT, "A100-80GB", "0.20", "fast", "Marlin"),
     ("gptq act-order", GPTQ_ACT, "A100-80GB", "0.33", "unsupported", None),
     ("gptq asym", GPTQ_ASYM, "A100-80GB", "0.11", "slow", "ExLlama"),
@@ -50,9 +55,10 @@ CASES: list[tuple[str, dict[str, Any], str, str, str, str | None]] = [
     ("fp8", FP8, "L4", "0.33", "fast", "FP8 tensor cores (CUTLASS)"),
     ("fp8", FP8, "H100-80GB", "0.11", "fast", "FP8 tensor cores (CUTLASS)"),
     ("fp8", FP8, "A100-80GB", "0.33", "slow", "FP8 Marlin (weight-only)"),
-    ("fp8", FP8, "T4", "0.33", "unsupported", None),
+    ("fp8", FP8, "T4", "0.11", "unsupported", None),
+    ("fp8", FP8, "T4", "0.33", "slow", "FP8 Marlin (weight-only)"),
     ("bnb", BNB, "A10G", "0.20", "slow", "bitsandbytes"),
-    ("bnb", BNB, "A10G", "0.33", "unsupported", None),
+    ("bnb", BNB, "A10G", "0.28", "unsupported", None),  # A plugin from 0.28.
 ]
 
 
@@ -83,7 +89,7 @@ def test_findings_name_the_field_and_the_fix() -> None:
         "plugin" in bnb.findings[0].message
         and bnb.findings[0].field == "quantization_config.quant_method"
     )
-    t4 = validate(parse_quantization_config(AWQ), lookup_gpu("T4"), (0, 33))
+    t4 = validate(parse_quantization_config(AWQ), lookup_gpu("T4"), (0, 11))
     assert any("compute capability >= 8.0; T4 has 7.5" in f.message for f in t4.findings)
 
 
@@ -113,7 +119,7 @@ def test_cli_validate_awq_json_and_exit_codes(
     assert main(["validate", str(model), "--gpu", "H100-80GB", "-o", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (data["verdict"], data["kernel"]) == ("fast", "Marlin")
-    assert main(["validate", str(model / "config.json"), "--gpu", "T4"]) == 0
+    assert main(["validate", str(model / "config.json"), "--gpu", "T4", "--vllm", "0.11"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("SLOW:") and "AWQ GEMM" in out and "T4 has 7.5" in out
     bare = tmp_path / "qc.json"

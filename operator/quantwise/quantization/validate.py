@@ -17,7 +17,8 @@ from quantwise.quantization.config import CheckpointQuantization
 from quantwise.quantization.matrix import (
     MARLIN_MIN_THREAD_K,
     MARLIN_MIN_THREAD_N,
-    PLUGIN_ONLY_FROM_0_33,
+    MARLIN_PADS_FROM,
+    PLUGIN_ONLY_FROM,
     Rule,
     rules_for,
 )
@@ -48,6 +49,8 @@ class Verdict:
     method: str
     findings: list[Finding] = field(default_factory=list)
     rule: Rule | None = None
+    # True when the kernel needs Marlin's shard shapes (a TP size can be ruled out by them).
+    marlin_shapes: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The verdict as ``quantwise validate --output json`` prints it."""
@@ -173,7 +176,7 @@ def validate(
     ]
     if q.scheme == "none":
         return Verdict("fast", "unquantized (16-bit)", method, findings)
-    if q.scheme in PLUGIN_ONLY_FROM_0_33 and version >= (0, 33):
+    if q.scheme in PLUGIN_ONLY_FROM and version >= PLUGIN_ONLY_FROM[q.scheme]:
         findings.append(
             Finding(
                 "quantization_config.quant_method",
@@ -202,9 +205,10 @@ def validate(
             ]
             if rule.note:
                 findings.append(Finding("gpu", rule.note, "warning"))
-        if arch is not None and rule.marlin_shapes:
+        shapes = rule.marlin_shapes and version < MARLIN_PADS_FROM
+        if arch is not None and shapes:
             findings += marlin_shape_findings(arch, q)
-        return Verdict(rule.speed, rule.kernel, method, findings, rule)
+        return Verdict(rule.speed, rule.kernel, method, findings, rule, shapes)
     findings += near_misses
     return Verdict("unsupported", None, method, findings)
 

@@ -48,7 +48,7 @@ def kernel_validator(default_image: str | None) -> Validator:
         quant = checkpoint_from_artifact(artifact)
         arch = artifact.architecture
         tp_filter = None
-        if arch is not None and verdict.rule is not None and verdict.rule.marlin_shapes:
+        if arch is not None and verdict.marlin_shapes:
 
             def tp_filter(tp: int) -> str | None:
                 return marlin_tp_blocker(arch, quant, tp)
