@@ -80,6 +80,14 @@ def _version(v: tuple[int, int]) -> str:
     return f"{v[0]}.{v[1]}"
 
 
+def _span(rule: Rule) -> str:
+    if rule.max_version >= (99, 0):
+        return f"{_version(rule.min_version)} and later"
+    if rule.min_version == (0, 0):
+        return f"before {_version(rule.max_version)}"
+    return f"{_version(rule.min_version)} to before {_version(rule.max_version)}"
+
+
 def _cc(v: tuple[int, int]) -> str:
     return f"{v[0]}.{v[1]}"
 
@@ -93,9 +101,8 @@ def _mismatches(
         out.append(
             Finding(
                 "vllm",
-                f"{rule.kernel} for {rule.scheme} exists in vLLM "
-                f"{_version(rule.min_version)} to before {_version(rule.max_version)}, "
-                f"not {_version(version)}",
+                f"{rule.kernel} for {rule.scheme} is in vLLM {_span(rule)}, not "
+                f"{_version(version)}",
                 "error",
             )
         )
