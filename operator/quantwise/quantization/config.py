@@ -204,10 +204,14 @@ def parse_gptq(
     group = _group(_int(merged, field, "group_size", default=-1))
     meta = merged.get("meta")
     quantizers = meta.get("quantizer") if isinstance(meta, Mapping) else None
+    if isinstance(quantizers, str):
+        quantizers = [quantizers]  # Older GPTQModel releases write a single string.
+    # GPTQModel signs its configs in meta.quantizer; AutoGPTQ 0.7 also writes checkpoint_format,
+    # so that key alone says nothing. gptq_v2 and dynamic rules are GPTQModel's own.
     is_gptqmodel = bool(
-        merged.get("checkpoint_format")
+        (quantizers and any("gptqmodel" in str(q).lower() for q in quantizers))
+        or merged.get("checkpoint_format") == "gptq_v2"
         or merged.get("dynamic")
-        or (quantizers and any("gptqmodel" in str(q).lower() for q in quantizers))
     )
     if merged.get("is_marlin_format") and merged.get("checkpoint_format") not in (None, "marlin"):
         raise QuantizationConfigError(
@@ -478,6 +482,14 @@ def parse_modelopt(qc: Mapping[str, Any]) -> CheckpointQuantization:
     body = qc.get("quantization") if isinstance(qc.get("quantization"), Mapping) else qc
     assert isinstance(body, Mapping)
     algo = str(body.get("quant_algo", "")).upper()
+    layers = body.get("quantized_layers")
+    mixed = algo == "MIXED_PRECISION" and isinstance(layers, Mapping)
+    if mixed and isinstance(layers, Mapping):
+        # Per-layer algorithms: NVFP4 layers decide the kernels if any, else FP8.
+        algos = [
+            str(v.get("quant_algo", "")).upper() for v in layers.values() if isinstance(v, Mapping)
+        ]
+        algo = "NVFP4" if any("NVFP4" in a for a in algos) else ("FP8" if "FP8" in algos else "")
     kv = body.get("kv_cache_quant_algo")
     common: dict[str, Any] = {
         "producer": "modelopt",
@@ -485,7 +497,8 @@ def parse_modelopt(qc: Mapping[str, Any]) -> CheckpointQuantization:
         "format": algo.lower(),
         "ignore": tuple(body.get("exclude_modules") or ()),
         "kv_cache_scheme": str(kv).lower() if kv else None,
-        "unknown_keys": _unknown(body, _MODELOPT_KEYS),
+        "mixed_precision": mixed,
+        "unknown_keys": _unknown(body, _MODELOPT_KEYS | {"quantized_layers"}),
     }
     if algo == "FP8":
         return CheckpointQuantization(
@@ -514,11 +527,15 @@ def parse_modelopt(qc: Mapping[str, Any]) -> CheckpointQuantization:
 def parse_quantization_config(
     qc: Mapping[str, Any] | None,
     quantize_config: Mapping[str, Any] | None = None,
+    awq_quant_config: Mapping[str, Any] | None = None,
 ) -> CheckpointQuantization:
-    """Normalise config.json's ``quantization_config`` (and AutoGPTQ's quantize_config.json).
+    """Normalise config.json's ``quantization_config`` and the producers' side files.
 
-    None (and no quantize_config.json) means an unquantized checkpoint.
+    ``quantize_config`` is AutoGPTQ's quantize_config.json, ``awq_quant_config`` early AutoAWQ's
+    quant_config.json. None for all means an unquantized checkpoint.
     """
+    if not qc and awq_quant_config:
+        return parse_awq(awq_quant_config, "quant_config.json")
     if not qc:
         if quantize_config:
             return parse_gptq(None, quantize_config)
