@@ -449,9 +449,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
     from quantwise.quantization.validate import validate, vllm_version
 
-    qc, separate, config = _quantization_input(Path(args.path))
+    path = Path(args.path)
+    gguf_files = sorted(path.glob("*.gguf")) if path.is_dir() else [path] * (path.suffix == ".gguf")
     try:
-        quant = parse_quantization_config(qc, separate)
+        if gguf_files:
+            from quantwise.quantization.gguf_file import parse_gguf
+
+            quant = parse_gguf(gguf_files[0])
+            qc, separate, config = None, None, None
+        else:
+            qc, separate, config = _quantization_input(path)
+            quant = parse_quantization_config(qc, separate)
     except QuantizationConfigError as exc:
         raise UserError(str(exc)) from exc
     arch = None
