@@ -223,10 +223,6 @@ def test_transformers_5_dtype_key() -> None:
         ({k: v for k, v in LLAMA_31_8B.items() if k != "hidden_size"}, "no hidden_size"),
         ({k: v for k, v in LLAMA_31_8B.items() if k != "vocab_size"}, "no vocab_size"),
         (
-            {k: v for k, v in LLAMA_31_8B.items() if k != "max_position_embeddings"},
-            "no max_position_embeddings",
-        ),
-        (
             {k: v for k, v in LLAMA_31_8B.items() if k != "intermediate_size"},
             "no intermediate_size",
         ),
@@ -247,3 +243,58 @@ def test_report_form_is_camel_case_without_nulls() -> None:
     assert report["numHiddenLayers"] == 32 and report["numKeyValueHeads"] == 8
     assert "kvLoraRank" not in report
     assert json.loads(json.dumps(report)) == report
+
+
+def test_no_context_length_key_means_vllms_2048() -> None:
+    config = {
+        k: v for k, v in LLAMA_31_8B.items() if k not in ("max_position_embeddings", "rope_scaling")
+    }
+    assert architecture_from_config(config).max_position_embeddings == 2048
+
+
+# Real configs in examples/models (their SOURCE.md says where each comes from):
+# (folder, layers, hidden, heads, KV heads, head_dim, experts, MLA, sliding layers, parameters (B))
+REAL = [
+    ("meta-llama--Llama-3.1-8B-Instruct", 32, 4096, 32, 8, 128, None, False, 0, 8.03),
+    ("meta-llama--Llama-3.1-70B-Instruct", 80, 8192, 64, 8, 128, None, False, 0, 70.6),
+    ("mistralai--Mistral-7B-Instruct-v0.3", 32, 4096, 32, 8, 128, None, False, 0, 7.25),
+    ("mistralai--Mixtral-8x7B-Instruct-v0.1", 32, 4096, 32, 8, 128, 8, False, 0, 46.7),
+    ("Qwen--Qwen2.5-7B-Instruct", 28, 3584, 28, 4, 128, None, False, 0, 7.62),
+    ("Qwen--Qwen3-8B", 36, 4096, 32, 8, 128, None, False, 0, 8.19),
+    ("Qwen--Qwen3-30B-A3B", 48, 2048, 32, 4, 128, 128, False, 0, 30.5),
+    ("google--gemma-2-9b-it", 42, 3584, 16, 8, 256, None, False, 21, 9.24),
+    ("microsoft--Phi-3-mini-4k-instruct", 32, 3072, 32, 32, 96, None, False, 0, 3.82),
+    ("deepseek-ai--DeepSeek-V2-Lite", 27, 2048, 16, 16, 576, 64, True, 0, 15.7),
+    ("deepseek-ai--DeepSeek-V3", 61, 7168, 128, 128, 576, 256, True, 0, 671.0),
+    ("tiiuae--falcon-7b-instruct", 32, 4544, 71, 1, 64, None, False, 0, 6.92),
+    (
+        "RedHatAI--Llama-4-Scout-17B-16E-Instruct-FP8-dynamic",
+        48,
+        5120,
+        40,
+        8,
+        128,
+        16,
+        False,
+        0,
+        107.8,
+    ),
+]
+
+
+@pytest.mark.parametrize("row", REAL, ids=[r[0] for r in REAL])
+def test_real_configs(row: tuple[Any, ...]) -> None:
+    from quantwise.planning.weights import parameter_count
+
+    folder, layers, hidden, heads, kv, head_dim, experts, mla, sliding, params_b = row
+    a = architecture_from_config(json.loads((MODELS / folder / "config.json").read_text()))
+    assert (
+        a.num_hidden_layers,
+        a.hidden_size,
+        a.num_attention_heads,
+        a.num_key_value_heads,
+        a.head_dim,
+    ) == (layers, hidden, heads, kv, head_dim)
+    assert (a.num_experts, a.is_mla, a.num_sliding_window_layers) == (experts, mla, sliding)
+    # Parameter counts published with the models, within 1.5 % (vision towers are not counted).
+    assert parameter_count(a) / 1e9 == pytest.approx(params_b, rel=0.015)

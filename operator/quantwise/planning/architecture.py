@@ -16,6 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+DEFAULT_MAX_LEN = 2048
+"""vLLM's context length for a config that names none (_get_and_verify_max_len)."""
+
 
 class ArchitectureError(ValueError):
     """A config.json that lacks, or contradicts, a field the planner needs."""
@@ -214,12 +217,8 @@ def _max_len(cfg: Mapping[str, Any]) -> int:
     values = [
         v for k in keys if isinstance(v := cfg.get(k), int) and not isinstance(v, bool) and v > 0
     ]
-    if not values:
-        raise ArchitectureError(
-            "config.json has no max_position_embeddings (nor n_positions, max_seq_len, "
-            "seq_length): cannot tell the model's context length"
-        )
-    length = min(values)
+    # With none of the keys vLLM assumes 2048 tokens and warns (Falcon's original configs).
+    length = min(values) if values else DEFAULT_MAX_LEN
     rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
     if isinstance(rope, Mapping):
         rope_type = rope.get("rope_type", rope.get("type"))
@@ -337,13 +336,18 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
         moe_inter = moe_inter or intermediate  # Mixtral: experts use intermediate_size.
         n_shared = _opt_int(cfg, ("n_shared_experts", "num_shared_experts")) or 0
         shared_size = _opt_int(cfg, ("shared_expert_intermediate_size",))
+        if model_type.startswith("llama4"):
+            shared_size = shared_size or intermediate  # Llama 4: one shared expert per MoE layer.
         if shared_size:
             shared_inter = shared_size
         elif n_shared:
             shared_inter = n_shared * moe_inter
         first_dense = _opt_int(cfg, ("first_k_dense_replace",)) or 0
         mlp_only = cfg.get("mlp_only_layers") or []
-        freq = _opt_int(cfg, ("moe_layer_freq", "decoder_sparse_step")) or 1
+        freq = (
+            _opt_int(cfg, ("moe_layer_freq", "decoder_sparse_step", "interleave_moe_layer_step"))
+            or 1
+        )
         moe_layers = [
             i
             for i in range(num_layers)
@@ -359,7 +363,8 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
         )
     tie = cfg.get("tie_word_embeddings")
     if tie is None:
-        tie = config.get("tie_word_embeddings", False)
+        # transformers' PretrainedConfig ties them unless told otherwise (Gemma, Falcon omit it).
+        tie = config.get("tie_word_embeddings", True)
 
     return Architecture(
         model_type=model_type,
