@@ -347,7 +347,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     doc = _apply_overrides(doc, args)
     spec = _parse_spec(doc)
     arch, config, measured, origin = _model_inputs(spec, args)
-    fmt = weight_format_for(spec.quantization, config.get("quantization_config"))
+    from quantwise.quantization.config import QuantizationConfigError
+
+    try:
+        fmt = weight_format_for(spec.quantization, config.get("quantization_config"))
+    except QuantizationConfigError as exc:
+        raise UserError(str(exc)) from exc
     weights = expected_weights(spec, arch, fmt, measured)
     if not weights.measured and measured is not None:
         origin = (

@@ -234,20 +234,14 @@ def _owner(body: kopf.Body) -> str | None:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: "quantwise"})
-def job_changed(
-    body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
-) -> None:
-    """A quantization Job changed (started, finished, failed, deleted): move its model on."""
-    owner = _owner(body)
-    if owner is not None and namespace is not None:
-        reconcile_model(_runtime(memo), namespace, owner, logger)
-
-
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "quantwise"})
-def deployment_changed(
+def child_changed(
     body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
 ) -> None:
-    """A vLLM Deployment changed (replicas became available, or not): update Ready."""
+    """A model's Job or Deployment changed: reconcile the model that owns it.
+
+    Jobs start, finish, fail or are deleted; Deployments gain or lose available replicas.
+    """
     owner = _owner(body)
     if owner is not None and namespace is not None:
         reconcile_model(_runtime(memo), namespace, owner, logger)

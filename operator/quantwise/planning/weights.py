@@ -396,37 +396,16 @@ def measure_weights(model_dir: Path, arch: Architecture) -> WeightBreakdown:
 def weight_format_from_quantization_config(qc: Mapping[str, Any] | None) -> WeightFormat:
     """Return the weight format a config.json ``quantization_config`` describes (None: 16 bits).
 
-    This reads the common producers' headline numbers (AutoAWQ, AutoGPTQ, compressed-tensors,
-    FP8); quantwise's quantization module checks the config in full.
+    The config is read by quantwise.quantization.config, which knows every producer; raises its
+    QuantizationConfigError for a config that cannot be read.
     """
-    if not qc:
+    from quantwise.quantization.config import parse_quantization_config
+
+    q = parse_quantization_config(qc)
+    if q.scheme == "none" or q.weight_bits >= 16:
         return UNQUANTIZED
-    method = str(qc.get("quant_method", "")).lower()
-    if method == "compressed-tensors":
-        groups = qc.get("config_groups") or {}
-        for group in groups.values() if isinstance(groups, Mapping) else ():
-            weights = group.get("weights") if isinstance(group, Mapping) else None
-            if isinstance(weights, Mapping):
-                bits = int(weights.get("num_bits", 16))
-                gsize = weights.get("group_size")
-                strategy = weights.get("strategy")
-                return WeightFormat(
-                    bits=bits,
-                    group_size=int(gsize) if strategy == "group" and gsize else None,
-                    symmetric=bool(weights.get("symmetric", True)),
-                )
-        return UNQUANTIZED
-    if method in ("fp8", "fbgemm_fp8", "modelopt"):
-        return WeightFormat(bits=8)
-    bits = qc.get("bits", qc.get("w_bit", qc.get("num_bits")))
-    if isinstance(bits, int) and bits < 16:
-        gsize = qc.get("group_size", qc.get("q_group_size"))
-        zero_point = qc.get("zero_point")
-        sym = qc.get("sym")
-        symmetric = bool(sym) if sym is not None else not bool(zero_point)
-        return WeightFormat(
-            bits=bits,
-            group_size=int(gsize) if isinstance(gsize, int) else None,
-            symmetric=symmetric,
-        )
-    return UNQUANTIZED
+    group = q.group_size
+    if group is None or group <= 0:
+        # Per-channel scales: explicit for sub-8-bit formats, implied for 8-bit ones.
+        group = -1 if group == -1 and q.weight_bits < 8 else None
+    return WeightFormat(bits=q.weight_bits, group_size=group, symmetric=q.symmetric)
