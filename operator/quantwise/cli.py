@@ -497,6 +497,58 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 1 if verdict.verdict == "unsupported" else 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantwise.api.spec import DEFAULT_BITS, DEFAULT_GROUP_SIZE, GROUPED_METHODS
+    from quantwise.jobs.quantize import (
+        QuantizeArgs,
+        configure_logging,
+        quantize_model,
+        run_job,
+    )
+    from quantwise.jobs.recipe import QuantizeRequest
+
+    configure_logging()
+    method = args.method
+    group = args.group_size
+    if group is None and method in GROUPED_METHODS:
+        group = DEFAULT_GROUP_SIZE
+    symmetric = args.symmetric if args.symmetric is not None else method != "awq"
+    dataset = args.calibration
+    split = args.split or ("train_sft" if (dataset or "").endswith("ultrachat_200k") else "train")
+    request = QuantizeRequest(
+        method=method,
+        bits=args.bits or DEFAULT_BITS[method],
+        group_size=group,
+        symmetric=symmetric,
+        kv_cache_fp8=args.kv_cache_dtype == "fp8",
+        ignore=tuple(args.ignore) if args.ignore else ("lm_head",),
+        calibrated=dataset is not None,
+    )
+    job = QuantizeArgs(
+        model=args.model,
+        revision=args.revision,
+        request=request,
+        output=Path(args.output).absolute(),
+        calibration=dataset,
+        split=split,
+        samples=args.samples,
+        sequence_length=args.sequence_length,
+        seed=args.seed,
+    )
+    return run_job(lambda stage: quantize_model(job, stage), args.model, args.report_path)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from quantwise.jobs.quantize import configure_logging, inspect_checkpoint, run_job
+
+    configure_logging()
+    return run_job(
+        lambda stage: inspect_checkpoint(args.model, args.revision, stage),
+        args.model,
+        args.report_path,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="quantwise",
@@ -562,6 +614,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
     p_run.set_defaults(func=cmd_run)
+
+    job_methods = [m for m in METHODS if m != "none"]
+    p_quantize = sub.add_parser(
+        "quantize", help="quantize a model with llm-compressor (the quantization Job's program)"
+    )
+    p_quantize.add_argument("--model", required=True, help="Hugging Face repo or a directory")
+    p_quantize.add_argument("--revision", default="main", help="Hugging Face revision")
+    p_quantize.add_argument("--method", required=True, choices=job_methods)
+    p_quantize.add_argument("--bits", type=int, help="weight bits (default: the method's)")
+    p_quantize.add_argument("--group-size", type=int, help="-1: one group per channel (awq, gptq)")
+    sym = p_quantize.add_mutually_exclusive_group()
+    sym.add_argument("--symmetric", dest="symmetric", action="store_true", default=None)
+    sym.add_argument("--asymmetric", dest="symmetric", action="store_false")
+    p_quantize.add_argument(
+        "--calibration", help="a dataset on Hugging Face, or a JSONL/JSON/Parquet/text file or dir"
+    )
+    p_quantize.add_argument(
+        "--split", help="dataset split (default train, train_sft for ultrachat)"
+    )
+    p_quantize.add_argument("--samples", type=int, default=256, help="calibration samples")
+    p_quantize.add_argument("--sequence-length", type=int, default=512, help="tokens per sample")
+    p_quantize.add_argument("--seed", type=int, default=0, help="seed of sample selection")
+    p_quantize.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
+    p_quantize.add_argument(
+        "--ignore", action="append", help="module left unquantized (repeatable; default lm_head)"
+    )
+    p_quantize.add_argument("--output", required=True, help="artifact directory to create")
+    p_quantize.add_argument("--report-path", default="/dev/termination-log")
+    p_quantize.set_defaults(func=cmd_quantize)
+
+    p_inspect = sub.add_parser(
+        "inspect", help="describe an existing checkpoint (the inspection Job's program)"
+    )
+    p_inspect.add_argument("--model", required=True, help="Hugging Face repo or a directory")
+    p_inspect.add_argument("--revision", default="main")
+    p_inspect.add_argument("--report-path", default="/dev/termination-log")
+    p_inspect.set_defaults(func=cmd_inspect)
 
     p_crd = sub.add_parser("crd", help="write the CustomResourceDefinition from the API models")
     p_crd.add_argument("--output-dir", default="crds")

@@ -141,7 +141,7 @@ def dump_report(report: QuantizeReport | QuantizeError) -> str:
     text = json.dumps(data, separators=(",", ":"))
     if len(text.encode()) > MAX_REPORT_BYTES and isinstance(report, QuantizeReport):
         ignore = data["quantization"].get("ignore", [])
-        data["quantization"]["ignoreCount"] = len(ignore)
+        data["quantization"].setdefault("ignoreCount", len(ignore))
         while ignore and len(json.dumps(data, separators=(",", ":")).encode()) > MAX_REPORT_BYTES:
             ignore.pop()
         text = json.dumps(data, separators=(",", ":"))
