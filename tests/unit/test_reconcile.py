@@ -248,6 +248,17 @@ def test_quantization_change_makes_a_new_artifact_and_keeps_serving_the_old() ->
             "BackoffLimitExceeded",
             "CUDA out of memory",
         ),
+        (
+            JobState(
+                name=JOB,
+                failed=True,
+                failure_reason="BackoffLimitExceeded",
+                termination_message="Loading checkpoint shards: 40%",
+                oom_killed=True,
+            ),
+            "OutOfMemory",
+            "spec.quantizer.resources.limits.memory",
+        ),
     ],
 )
 def test_failed_jobs_end_in_a_clear_condition(job: JobState, reason: str, text: str) -> None:

@@ -78,6 +78,7 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
     failed = conditions.get("Failed")
     succeeded = "Complete" in conditions or (status.get("succeeded") or 0) > 0
     message: str | None = None
+    oom_killed = False
     pending = False
     pending_message: str | None = None
     for pod in pods:
@@ -85,6 +86,8 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
             terminated = (container.get("state") or {}).get("terminated")
             if terminated and terminated.get("message") and message is None:
                 message = terminated["message"]
+            if terminated and terminated.get("reason") == "OOMKilled":
+                oom_killed = True
     if pods and not succeeded and not failed:
         newest = pods[0].get("status") or {}
         if newest.get("phase") == "Pending":
@@ -102,6 +105,7 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
         termination_message=message,
         pod_pending=pending,
         pod_pending_message=pending_message,
+        oom_killed=oom_killed,
     )
 
 

@@ -45,6 +45,7 @@ class JobState:
     termination_message: str | None = None
     pod_pending: bool = False
     pod_pending_message: str | None = None
+    oom_killed: bool = False
 
 
 @dataclass(frozen=True)
@@ -465,6 +466,13 @@ def _job_failure(state: JobState) -> tuple[str, str]:
             report = None
         if isinstance(report, QuantizeError):
             return report.reason, report.message
+    if state.oom_killed:
+        # The kernel killed the container before it could write a report.
+        return "OutOfMemory", (
+            f"Job {state.name}: the quantizer was killed for using more host memory than its "
+            "limit (OOMKilled): raise spec.quantizer.resources.limits.memory (the base model is "
+            "loaded into host memory first), or lower spec.quantization.calibration.samples"
+        )
     reason = state.failure_reason or "JobFailed"
     detail = state.failure_message or "the Job failed"
     tail = ""
