@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from quantwise.api.report import QuantizeReport
+from support.quantizer import quantize
+
 HAVE_QUANTIZER = all(
     importlib.util.find_spec(m) is not None
     for m in ("torch", "transformers", "llmcompressor", "datasets")
@@ -29,21 +32,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
             if not HAVE_QUANTIZER:
                 if os.environ.get("QUANTWISE_REQUIRE_QUANTIZER") == "1":
-                    item.add_marker(
-                        pytest.mark.xfail(
-                            reason="QUANTWISE_REQUIRE_QUANTIZER=1 but the quantizer extra is "
-                            "not installed",
-                            strict=True,
-                            run=False,
-                        )
+                    raise pytest.UsageError(
+                        "QUANTWISE_REQUIRE_QUANTIZER=1 but the quantizer extra is not installed: "
+                        "pip install torch==2.13.0 && pip install -e '.[quantizer]'"
                     )
-                else:
-                    item.add_marker(
-                        pytest.mark.skip(
-                            reason="needs the quantizer extra: pip install torch==2.13.0 && "
-                            "pip install -e '.[quantizer]'"
-                        )
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason="needs the quantizer extra: pip install torch==2.13.0 && "
+                        "pip install -e '.[quantizer]'"
                     )
+                )
 
 
 # The tiny model: Llama architecture, 2 layers, hidden 128 (a multiple of the group size 32/64),
@@ -96,3 +94,29 @@ def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
         lines.append(json.dumps(record))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def artifacts(
+    tiny_llama: Path, calibration_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, tuple[Path, str, QuantizeReport]]:
+    """Every method, quantized once for the module's tests."""
+    root = tmp_path_factory.mktemp("artifacts")
+    runs = {
+        "awq": ("awq", ["--group-size", "32"], True),
+        "gptq": ("gptq", ["--group-size", "64", "--bits", "4"], True),
+        "gptq-w8": ("gptq", ["--bits", "8", "--group-size", "-1"], True),
+        "fp8-dynamic": ("fp8-dynamic", [], False),
+        "w8a8-int8": ("w8a8-int8", [], True),
+        "fp8-kv": ("fp8", ["--kv-cache-dtype", "fp8"], True),
+    }
+    result = {}
+    for name, (method, extra, calibrated) in runs.items():
+        output = root / name
+        rc, text, report = quantize(
+            tiny_llama, output, method, *extra, calibration=calibration_file if calibrated else None
+        )
+        assert rc == 0, text
+        assert isinstance(report, QuantizeReport)
+        result[name] = (output, text, report)
+    return result

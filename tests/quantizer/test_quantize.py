@@ -25,6 +25,7 @@ from safetensors import safe_open
 from quantwise.api.report import MAX_REPORT_BYTES, QuantizeError, QuantizeReport, parse_report
 from quantwise.cli import main
 from quantwise.jobs.artifact import MARKER
+from support.quantizer import quantize
 
 HIDDEN, INTERMEDIATE, KV_HEADS, HEAD_DIM = 128, 256, 2, 32
 
@@ -46,44 +47,6 @@ def tensors(directory: Path) -> dict[str, tuple[str, list[int]]]:
             for name in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
                 piece = handle.get_slice(name)
                 result[name] = (piece.get_dtype(), list(piece.get_shape()))
-    return result
-
-
-def quantize(
-    model: Path, output: Path, method: str, *extra: str, calibration: Path | None = None
-) -> tuple[int, str, QuantizeReport | QuantizeError]:
-    report_path = output.parent / f"{output.name}.report"
-    args = ["quantize", "--model", str(model), "--method", method, "--output", str(output)]
-    if calibration is not None:
-        args += ["--calibration", str(calibration), "--samples", "8", "--sequence-length", "32"]
-    rc = main([*args, *extra, "--report-path", str(report_path)])
-    text = report_path.read_text()
-    return rc, text, parse_report(text)
-
-
-@pytest.fixture(scope="module")
-def artifacts(
-    tiny_llama: Path, calibration_file: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, tuple[Path, str, QuantizeReport]]:
-    """Every method, quantized once for the module's tests."""
-    root = tmp_path_factory.mktemp("artifacts")
-    runs = {
-        "awq": ("awq", ["--group-size", "32"], True),
-        "gptq": ("gptq", ["--group-size", "64", "--bits", "4"], True),
-        "gptq-w8": ("gptq", ["--bits", "8", "--group-size", "-1"], True),
-        "fp8-dynamic": ("fp8-dynamic", [], False),
-        "w8a8-int8": ("w8a8-int8", [], True),
-        "fp8-kv": ("fp8", ["--kv-cache-dtype", "fp8"], True),
-    }
-    result = {}
-    for name, (method, extra, calibrated) in runs.items():
-        output = root / name
-        rc, text, report = quantize(
-            tiny_llama, output, method, *extra, calibration=calibration_file if calibrated else None
-        )
-        assert rc == 0, text
-        assert isinstance(report, QuantizeReport)
-        result[name] = (output, text, report)
     return result
 
 
