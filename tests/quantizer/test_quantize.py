@@ -13,9 +13,7 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from safetensors import safe_open
 from quantwise.api.report import MAX_REPORT_BYTES, QuantizeError, QuantizeReport, parse_report
 from quantwise.cli import main
 from quantwise.jobs.artifact import MARKER
+from support.fakehub import FakeHub, fake_hub
 from support.quantizer import quantize
 
 HIDDEN, INTERMEDIATE, KV_HEADS, HEAD_DIM = 128, 256, 2, 32
@@ -333,32 +332,13 @@ def test_clear_failures(
     assert not (tmp_path / "out").exists()
 
 
-class _FakeHub(BaseHTTPRequestHandler):
-    """Answers every request as the Hub does for one kind of repository (X-Error-Code)."""
-
-    status = 403
-    error_code = "GatedRepo"
-
-    def do_GET(self) -> None:
-        self.send_response(self.status)
-        self.send_header("X-Error-Code", self.error_code)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
-def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_FakeHub]]:
-    handler = type("Handler", (_FakeHub,), {})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_address[1]}")
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeHub]:
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    yield handler
-    server.shutdown()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    with fake_hub() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server
 
 
 @pytest.mark.parametrize(
@@ -370,7 +350,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_FakeHub]]:
     ],
 )
 def test_hub_access_is_checked_before_any_download(
-    fake_hub: type[_FakeHub],
+    hub: FakeHub,
     tmp_path: Path,
     status: int,
     code: str,
@@ -379,7 +359,7 @@ def test_hub_access_is_checked_before_any_download(
     words: str,
 ) -> None:
     """Against a local stand-in for huggingface.co answering as it does for gated/missing repos."""
-    fake_hub.status, fake_hub.error_code = status, code
+    hub.refuse = (status, code)
     report_path = tmp_path / "report"
     exit_code = main(
         ["quantize", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--method", "fp8-dynamic",
@@ -389,6 +369,31 @@ def test_hub_access_is_checked_before_any_download(
     assert isinstance(report, QuantizeError)
     assert (exit_code, report.reason) == (rc, reason)
     assert words in report.message
+    # The access check was made, and nothing was downloaded.
+    assert "GET /api/models/meta-llama/Llama-3.1-8B-Instruct/auth-check" in hub.requests
+    assert not [r for r in hub.requests if "/resolve/" in r]
+
+
+def test_inspect_a_hub_repository_reads_headers_only(
+    hub: FakeHub, artifacts: dict[str, tuple[Path, str, QuantizeReport]], tmp_path: Path
+) -> None:
+    """method: none on a Hugging Face source: config files downloaded, headers by range requests."""
+    directory, _, quantized = artifacts["gptq"]
+    hub.files = directory
+    report_path = tmp_path / "report"
+    code = main(["inspect", "--model", "org/tiny-gptq", "--report-path", str(report_path)])
+    report = parse_report(report_path.read_text())
+    assert code == 0, report
+    assert isinstance(report, QuantizeReport)
+    assert report.kind == "InspectReport"
+    assert report.artifact.path == "hf://org/tiny-gptq@main"
+    assert report.artifact.weight_bytes == quantized.artifact.weight_bytes
+    assert report.artifact.digest == quantized.artifact.digest
+    assert report.quantization == quantized.quantization
+    weights = [r for r in hub.requests if "model.safetensors" in r and r.startswith("GET")]
+    assert weights  # the header was fetched, and only a range of the file:
+    size = (directory / "model.safetensors").stat().st_size
+    assert size > 100_001  # the client asks for the first 100 kB
 
 
 def test_unreachable_hub_is_a_retryable_failure(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,15 @@ class LocalCheckpoint:
             raise JobError("UnreadableCheckpoint", str(exc)) from exc
 
 
+def hub_api() -> Any:
+    """A huggingface_hub client for ``HF_ENDPOINT`` (a mirror) read now, with ``HF_TOKEN``."""
+    from huggingface_hub import HfApi
+
+    return HfApi(
+        endpoint=os.environ.get("HF_ENDPOINT") or None, token=os.environ.get("HF_TOKEN") or None
+    )
+
+
 @dataclass(frozen=True)
 class HubCheckpoint:
     """A checkpoint on Hugging Face: config files downloaded, safetensors headers fetched.
@@ -113,22 +123,20 @@ class HubCheckpoint:
 
     def read_json(self, name: str) -> dict[str, Any] | None:
         """Download ``name`` from the repository (None when the repository has no such file)."""
-        from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
         try:
-            path = hf_hub_download(self.repo, name, revision=self.revision)
+            path = hub_api().hf_hub_download(self.repo, name, revision=self.revision)
         except EntryNotFoundError:
             return None
         return LocalCheckpoint(Path(path).parent).read_json(Path(path).name)
 
     def headers(self) -> dict[str, list[TensorInfo]]:
         """Headers of the repository's safetensors files, by range requests."""
-        from huggingface_hub import get_safetensors_metadata
         from huggingface_hub.errors import NotASafetensorsRepoError
 
         try:
-            meta = get_safetensors_metadata(self.repo, revision=self.revision)
+            meta = hub_api().get_safetensors_metadata(self.repo, revision=self.revision)
         except NotASafetensorsRepoError as exc:
             raise JobError(
                 "NoSafetensors",

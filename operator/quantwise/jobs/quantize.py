@@ -25,7 +25,13 @@ from typing import Any
 from quantwise import __version__
 from quantwise.api.report import QuantizeError, QuantizeReport, dump_report
 from quantwise.jobs import artifact
-from quantwise.jobs.checkpoint import CheckpointFiles, HubCheckpoint, LocalCheckpoint, describe
+from quantwise.jobs.checkpoint import (
+    CheckpointFiles,
+    HubCheckpoint,
+    LocalCheckpoint,
+    describe,
+    hub_api,
+)
 from quantwise.jobs.errors import JobError, classify
 from quantwise.jobs.recipe import QuantizeRequest, RecipeError, build_modifiers, recipe_for
 
@@ -120,10 +126,7 @@ def _check_hub_access(repo: str) -> None:
     """
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         return
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None)
-    api.auth_check(repo, token=os.environ.get("HF_TOKEN") or None)
+    hub_api().auth_check(repo)
 
 
 def _allow_cpu_only() -> None:
