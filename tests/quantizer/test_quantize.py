@@ -8,6 +8,7 @@ equal to the bytes in the files, smaller than the model's; parsed by the operato
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import struct
@@ -394,6 +395,37 @@ def test_inspect_a_hub_repository_reads_headers_only(
     assert weights  # the header was fetched, and only a range of the file:
     size = (directory / "model.safetensors").stat().st_size
     assert size > 100_001  # the client asks for the first 100 kB
+
+
+def test_quantize_a_gated_hub_model_with_its_token(
+    hub: FakeHub, tiny_llama: Path, tmp_path: Path
+) -> None:
+    """The Job's path for a Hugging Face source: access check, download with HF_TOKEN, quantize."""
+    hub.files, hub.token = tiny_llama, "hf_secret"
+    output, report_path = tmp_path / "out", tmp_path / "report"
+    env = {**os.environ, "HF_TOKEN": "hf_secret", "HF_ENDPOINT": hub.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "quantwise.cli", "quantize", "--model", "org/tiny-llama",
+         "--revision", "main", "--method", "fp8-dynamic", "--output", str(output),
+         "--report-path", str(report_path)],
+        capture_output=True, text=True, check=False, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = parse_report(report_path.read_text())
+    assert isinstance(report, QuantizeReport)
+    assert report.quantization.weight_bits == 8
+    assert "GET /org/tiny-llama/resolve/main/model.safetensors" in hub.requests
+    # Without the token the same repository is gated, and the Job says what to do.
+    env.pop("HF_TOKEN")
+    done = subprocess.run(
+        [sys.executable, "-m", "quantwise.cli", "quantize", "--model", "org/tiny-llama",
+         "--method", "fp8-dynamic", "--output", str(tmp_path / "other"),
+         "--report-path", str(report_path)],
+        capture_output=True, text=True, check=False, timeout=600, env=env,
+    )  # fmt: skip
+    failure = parse_report(report_path.read_text())
+    assert isinstance(failure, QuantizeError)
+    assert (done.returncode, failure.reason) == (3, "GatedModel")
 
 
 def test_unreachable_hub_is_a_retryable_failure(

@@ -29,6 +29,7 @@ class FakeHub:
 
     files: Path | None = None
     refuse: tuple[int, str] | None = None
+    token: str | None = None  # when set, a request without ``Bearer <token>`` is refused (gated)
     requests: list[str] = field(default_factory=list)
     url: str = ""
 
@@ -50,8 +51,11 @@ def _handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def _serve(self) -> None:
             ranged = self.headers.get("Range")
             hub.requests.append(f"{self.command} {self.path}" + (f" [{ranged}]" if ranged else ""))
-            if hub.refuse is not None:
-                status, code = hub.refuse
+            refuse = hub.refuse
+            if hub.token and self.headers.get("Authorization") != f"Bearer {hub.token}":
+                refuse = (403, "GatedRepo")
+            if refuse is not None:
+                status, code = refuse
                 self._send(status, {"X-Error-Code": code} if code else {})
                 return
             if self.path.startswith("/api/models/") and self.path.endswith("/auth-check"):
