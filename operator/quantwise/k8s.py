@@ -31,6 +31,7 @@ class ApiCall:
     group: str
     resource: str
     verbs: tuple[str, ...]
+    cluster_scoped: bool = False  # a cluster-scoped resource: a ClusterRole even when namespaced
 
 
 # The RBAC rules the operator needs, derived from the methods below (the chart renders exactly
@@ -43,6 +44,22 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("apps", "deployments", ("get", "list", "watch", "patch")),
     ApiCall("", "services", ("get", "patch")),
     ApiCall("", "events", ("create",)),
+)
+
+# What Kopf itself calls, besides the resources it serves (Kopf docs, "Deployment: RBAC").
+# Peering (several replicas, one active): KopfPeering objects in each watched namespace, or one
+# ClusterKopfPeering when watching every namespace.
+KOPF_PEERING_NAMESPACED: tuple[ApiCall, ...] = (
+    ApiCall("kopf.dev", "kopfpeerings", ("get", "list", "watch", "patch")),
+)
+KOPF_PEERING_CLUSTER: tuple[ApiCall, ...] = (
+    ApiCall("kopf.dev", "clusterkopfpeerings", ("get", "list", "watch", "patch"), True),
+)
+# Watching every namespace: Kopf observes namespaces and CRDs appearing and going (scanning).
+# Watching named namespaces, quantwise turns scanning off and needs neither.
+KOPF_CLUSTER_WIDE: tuple[ApiCall, ...] = (
+    ApiCall("", "namespaces", ("list", "watch"), True),
+    ApiCall("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), True),
 )
 
 

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import kopf
 
-from quantwise import API_GROUP, API_VERSION, PLURAL
+from quantwise import API_GROUP, API_VERSION, PLURAL, metrics
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.k8s import Kube
 from quantwise.reconcile.core import (
@@ -158,9 +158,15 @@ def _status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 def reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger) -> Outcome | None:
     """Observe, decide, act and write status for one QuantizedModel; None when it is gone."""
+    with metrics.RECONCILE_SECONDS.time(), metrics.RECONCILE_ERRORS.count_exceptions():
+        return _reconcile_model(rt, namespace, name, logger)
+
+
+def _reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger) -> Outcome | None:
     with rt.lock(namespace, name):
         body = rt.kube.get_model(namespace, name)
         if body is None or body["metadata"].get("deletionTimestamp"):
+            metrics.forget(namespace, name)
             return None
         validator = kernel_validator(rt.settings.vllm_image or DEFAULT_VLLM_IMAGE)
         outcome = reconcile(observe(rt.kube, body), rt.settings, validator=validator)
@@ -185,6 +191,7 @@ def reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger)
         patch = _status_patch(old, new)
         if patch:
             rt.kube.patch_model_status(namespace, name, patch)
+        metrics.record_status(namespace, name, new)
         return outcome
 
 
@@ -246,6 +253,8 @@ def child_changed(
 
     Jobs start, finish, fail or are deleted; Deployments gain or lose available replicas.
     """
+    if body.get("kind") == "Job":
+        metrics.record_job(dict(body))
     owner = _owner(body)
     if owner is not None and namespace is not None:
         reconcile_model(_runtime(memo), namespace, owner, logger)

@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from quantwise import metrics
 from quantwise.handlers.models import Runtime, drift_loop
 from quantwise.k8s import Kube
 from quantwise.reconcile.core import Settings
@@ -31,6 +32,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
+    # Watching named namespaces needs no watch on Namespaces or CRDs (and no RBAC for them):
+    # the CRD is installed before the operator starts.
+    if os.environ.get("QUANTWISE_CLUSTER_WIDE") == "0":
+        settings.scanning.disabled = True
     # Handlers are synchronous (the kubernetes client); Kopf runs them in this many threads.
     settings.execution.max_workers = int(os.environ.get("QUANTWISE_WORKERS", "16"))
     memo.runtime = Runtime(
@@ -40,6 +45,10 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
             vllm_image=os.environ.get("QUANTWISE_VLLM_IMAGE") or None,
         ),
     )
+    port = os.environ.get("QUANTWISE_METRICS_PORT")
+    if port and not getattr(memo, "metrics_served", False):
+        metrics.serve(int(port))
+        memo.metrics_served = True
     memo.stop_drift = threading.Event()
     memo.drift = threading.Thread(
         target=drift_loop,

@@ -1,0 +1,164 @@
+"""Prometheus metrics of the operator, served on ``/metrics`` (``quantwise run --metrics-port``).
+
+- ``quantwise_models{phase}``: QuantizedModels by phase.
+- ``quantwise_reconcile_duration_seconds`` / ``quantwise_reconcile_errors_total``.
+- ``quantwise_jobs_completed_total{kind,result}``, ``quantwise_job_duration_seconds{kind}``
+  (start to completion of quantization and inspection Jobs), ``quantwise_job_failures_total
+  {kind,reason}``.
+- ``quantwise_plan_*{namespace,name}``: the plan in each model's ``status.plan`` (tensor- and
+  pipeline-parallel size, GPU memory utilization, KV-cache tokens, weight bytes per GPU).
+
+Series of a deleted model are removed. The vLLM pods serve their own ``/metrics``
+(``vllm:kv_cache_usage_perc``, ``vllm:num_requests_waiting``...): the chart's optional PodMonitor
+scrapes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import threading
+from collections import Counter as Tally
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+PHASES = ("Pending", "Quantizing", "Validating", "Deploying", "Ready", "Failed")
+MODELS = Gauge("quantwise_models", "QuantizedModels by phase.", ["phase"], registry=REGISTRY)
+RECONCILE_SECONDS = Histogram(
+    "quantwise_reconcile_duration_seconds",
+    "Time to observe, decide, act and write status for one QuantizedModel.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "quantwise_reconcile_errors_total", "Reconciles that raised (retried).", registry=REGISTRY
+)
+JOBS_COMPLETED = Counter(
+    "quantwise_jobs_completed_total",
+    "Quantization/inspection Jobs that finished.",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
+JOB_SECONDS = Histogram(
+    "quantwise_job_duration_seconds",
+    "Start to completion of the Jobs that succeeded.",
+    ["kind"],
+    buckets=(30, 60, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400),
+    registry=REGISTRY,
+)
+JOB_FAILURES = Counter(
+    "quantwise_job_failures_total",
+    "Jobs that failed, by the Job's failure reason.",
+    ["kind", "reason"],
+    registry=REGISTRY,
+)
+_PLAN_FIELDS = {
+    "tensorParallelSize": ("quantwise_plan_tensor_parallel_size", "vLLM --tensor-parallel-size."),
+    "pipelineParallelSize": (
+        "quantwise_plan_pipeline_parallel_size",
+        "vLLM --pipeline-parallel-size.",
+    ),
+    "gpuMemoryUtilization": (
+        "quantwise_plan_gpu_memory_utilization",
+        "vLLM --gpu-memory-utilization planned.",
+    ),
+    "kvCacheTokens": ("quantwise_plan_kv_cache_tokens", "KV-cache tokens the plan provides."),
+    "weightBytesPerGpu": ("quantwise_plan_weight_bytes_per_gpu", "Weight bytes on one GPU."),
+}
+PLAN = {
+    field: Gauge(metric, help_, ["namespace", "name"], registry=REGISTRY)
+    for field, (metric, help_) in _PLAN_FIELDS.items()
+}
+
+_lock = threading.Lock()
+_phases: dict[tuple[str, str], str] = {}
+_jobs_seen: set[str] = set()
+
+
+def _publish_phases() -> None:
+    counts = Tally(_phases.values())
+    for phase in (*PHASES, *counts):
+        MODELS.labels(phase).set(counts.get(phase, 0))
+
+
+def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Record a model's phase and plan from the status the operator just wrote."""
+    with _lock:
+        _phases[(namespace, name)] = str(status.get("phase") or "Pending")
+        _publish_phases()
+    plan = status.get("plan") or {}
+    for field, gauge in PLAN.items():
+        value = plan.get(field)
+        if isinstance(value, int | float):
+            gauge.labels(namespace, name).set(value)
+        else:
+            _remove(gauge, namespace, name)
+
+
+def _remove(gauge: Gauge, namespace: str, name: str) -> None:
+    with contextlib.suppress(KeyError):
+        gauge.remove(namespace, name)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deleted model's series."""
+    with _lock:
+        _phases.pop((namespace, name), None)
+        _publish_phases()
+    for gauge in PLAN.values():
+        _remove(gauge, namespace, name)
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def record_job(job: dict[str, Any]) -> None:
+    """Count a finished Job once (by uid, or name): its duration, or its failure reason."""
+    meta = job.get("metadata") or {}
+    status = job.get("status") or {}
+    key = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+    kind = str((meta.get("labels") or {}).get("app.kubernetes.io/component") or "quantizer")
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    if "Complete" not in conditions and "Failed" not in conditions:
+        return
+    with _lock:
+        if key in _jobs_seen:
+            return
+        _jobs_seen.add(key)
+    if "Failed" in conditions:
+        JOBS_COMPLETED.labels(kind, "failed").inc()
+        JOB_FAILURES.labels(kind, str(conditions["Failed"].get("reason") or "Unknown")).inc()
+        return
+    JOBS_COMPLETED.labels(kind, "succeeded").inc()
+    started, finished = _time(status.get("startTime")), _time(status.get("completionTime"))
+    if started and finished and finished >= started:
+        JOB_SECONDS.labels(kind).observe((finished - started).total_seconds())
+
+
+def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's metrics port
+    """Serve ``/metrics`` on ``address:port`` in a background thread."""
+    _publish_phases()
+    start_http_server(port, addr=address, registry=REGISTRY)
