@@ -5,8 +5,8 @@ from __future__ import annotations
 from quantwise import metrics
 
 
-def value(name: str, **labels: str) -> float | None:
-    return metrics.REGISTRY.get_sample_value(name, labels)
+def value(metric: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(metric, labels)
 
 
 def test_phases_and_plans_follow_models_and_are_dropped_with_them() -> None:
