@@ -436,6 +436,22 @@ def cmd_chart_files(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_docs(args: argparse.Namespace) -> int:
+    from quantwise.api.docs import DOCS_PATH, render_api_docs
+
+    text = render_api_docs()
+    target = Path(args.output or DOCS_PATH)
+    if args.check:
+        if not target.is_file() or target.read_text() != text:
+            print(f"{target} is stale: run `quantwise api-docs`", file=sys.stderr)
+            return 1
+        return 0
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(f"wrote {target}")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -698,6 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_chart.add_argument("--chart", default="charts/quantwise")
     p_chart.add_argument("--check", action="store_true", help="fail if a file is stale")
     p_chart.set_defaults(func=cmd_chart_files)
+
+    p_docs = sub.add_parser("api-docs", help="write docs/api.md from the CRD's descriptions")
+    p_docs.add_argument("--output", default=None)
+    p_docs.add_argument("--check", action="store_true", help="fail if the file is stale")
+    p_docs.set_defaults(func=cmd_api_docs)
 
     p_crd = sub.add_parser("crd", help="write the CustomResourceDefinition from the API models")
     p_crd.add_argument("--output-dir", default="crds")

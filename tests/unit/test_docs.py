@@ -1,0 +1,21 @@
+"""docs/api.md is what `quantwise api-docs` generates from the CRD (never stale)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quantwise.api.docs import DOCS_PATH, render_api_docs
+
+ROOT = Path(__file__).parents[2]
+
+
+def test_api_reference_is_up_to_date() -> None:
+    assert (ROOT / DOCS_PATH).read_text() == render_api_docs(), "run `quantwise api-docs`"
+
+
+def test_api_reference_covers_every_spec_section() -> None:
+    text = render_api_docs()
+    for field in ("spec.source.huggingFace.repo", "spec.quantization.method",
+                  "spec.serving.maxModelLen", "spec.quantizer.activeDeadlineSeconds",
+                  "status.plan.tensorParallelSize", "status.conditions"):  # fmt: skip
+        assert f"`{field}`" in text, field
