@@ -15,7 +15,8 @@ from typing import Any, cast
 
 import kopf
 
-from quantwise import API_GROUP, API_VERSION, PLURAL, metrics
+import quantwise.metrics as metrics
+from quantwise import API_GROUP, API_VERSION, PLURAL
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.k8s import Kube
 from quantwise.reconcile.core import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import kopf
 
-from quantwise import metrics
+import quantwise.metrics as metrics
 from quantwise.handlers.models import Runtime, drift_loop
 from quantwise.k8s import Kube
 from quantwise.reconcile.core import Settings
