@@ -105,3 +105,42 @@ def test_model_gets_exactly_one_job() -> None:
         assert runner.exit_code == 0
     finally:
         core.delete_namespace(namespace)
+
+
+INVALID = sorted((ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml"))
+
+
+def test_the_api_server_refuses_the_invalid_corpus() -> None:
+    """Each invalid QuantizedModel is refused by the real API server (server-side dry run),
+    with a message naming the field, as the offline check in tests/unit says."""
+    api = _client()
+    from kubernetes import client
+
+    crd = yaml.safe_load((ROOT / "crds" / "quantizedmodels.quantwise.dev.yaml").read_text())
+    ext = client.ApiextensionsV1Api(api)
+    try:
+        ext.create_custom_resource_definition(crd)
+        time.sleep(2)
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    custom = client.CustomObjectsApi(api)
+    admitted = []
+    for path in INVALID:
+        text = path.read_text()
+        expected = next(
+            line.removeprefix("# expect: ").strip()
+            for line in text.splitlines()
+            if line.startswith("# expect: ")
+        )
+        body = yaml.safe_load(text)
+        try:
+            custom.create_namespaced_custom_object(
+                "quantwise.dev", "v1alpha1", "default", "quantizedmodels", body, dry_run="All"
+            )
+        except client.ApiException as exc:
+            assert exc.status == 422, (path.name, exc.status, exc.body)
+            assert expected in str(exc.body), (path.name, exc.body)
+            continue
+        admitted.append(path.name)
+    assert admitted == []
