@@ -13,15 +13,20 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from quantwise import API_GROUP, API_VERSION, PLURAL
 
 FIELD_MANAGER = "quantwise"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,49 @@ def _missing(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
+# Answers worth retrying (API server overloaded or restarting), and how: attempts with
+# exponential backoff from RETRY_BASE_SECONDS, honouring Retry-After up to RETRY_MAX_SECONDS.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_ATTEMPTS = int(os.environ.get("QUANTWISE_API_RETRIES", "5"))
+RETRY_BASE_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
+# Every request has a deadline: a hung connection must not hold a handler thread forever.
+# (connect, read) seconds; QUANTWISE_API_TIMEOUT_SECONDS sets the read timeout.
+REQUEST_TIMEOUT = (10.0, float(os.environ.get("QUANTWISE_API_TIMEOUT_SECONDS", "30")))
+
+
+def _retry_after(exc: ApiException) -> float | None:
+    value = (exc.headers or {}).get("Retry-After") if exc.headers else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call the API, retrying 429/5xx answers and timeouts with backoff; raise what remains.
+
+    Every call the seam makes is idempotent (reads, server-side apply, a create whose 409 is
+    success, a delete whose 404 is success), so repeating one after a timeout is safe.
+    """
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    for attempt in range(RETRY_ATTEMPTS):
+        last = attempt == RETRY_ATTEMPTS - 1
+        try:
+            return function(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status not in RETRY_STATUSES or last:
+                raise
+            delay = _retry_after(exc)
+        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError):
+            if last:
+                raise
+            delay = None
+        backoff = RETRY_BASE_SECONDS * 2**attempt
+        time.sleep(min(RETRY_MAX_SECONDS, max(backoff, delay or 0.0)))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class Kube:
     """Typed access to the objects quantwise reads and writes."""
 
@@ -95,6 +143,10 @@ class Kube:
             config.load_kube_config()
         return cls(client.ApiClient())
 
+    @staticmethod
+    def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return _call(function, *args, **kwargs)
+
     def close(self) -> None:
         """Release the client's connection pool."""
         self.api.close()
@@ -112,8 +164,14 @@ class Kube:
         """The QuantizedModel, or None when it is gone."""
         try:
             obj = self._json(
-                self.custom.get_namespaced_custom_object(
-                    API_GROUP, API_VERSION, namespace, PLURAL, name, _preload_content=False
+                self._call(
+                    self.custom.get_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                    _preload_content=False,
                 )
             )
         except ApiException as exc:
@@ -124,8 +182,14 @@ class Kube:
 
     def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         """Merge-patch the status subresource (keys set to None are removed)."""
-        self.custom.patch_namespaced_custom_object_status(
-            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status}
+        self._call(
+            self.custom.patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
         )
 
     # ----- Jobs and their pods -----
@@ -134,7 +198,7 @@ class Kube:
         """The Job, or None."""
         try:
             return self._json(
-                self.batch.read_namespaced_job(name, namespace, _preload_content=False)
+                self._call(self.batch.read_namespaced_job, name, namespace, _preload_content=False)
             )
         except ApiException as exc:
             if _missing(exc):
@@ -144,7 +208,7 @@ class Kube:
     def create_job(self, namespace: str, body: dict[str, Any]) -> None:
         """Create the Job; one that exists already (409) is the same Job (deterministic name)."""
         try:
-            self.batch.create_namespaced_job(namespace, body)
+            self._call(self.batch.create_namespaced_job, namespace, body)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -152,7 +216,9 @@ class Kube:
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete the Job and, in the background, its pods; a missing Job (404) is success."""
         try:
-            self.batch.delete_namespaced_job(name, namespace, propagation_policy="Background")
+            self._call(
+                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
+            )
         except ApiException as exc:
             if not _missing(exc):
                 raise
@@ -160,8 +226,11 @@ class Kube:
     def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
         """The Job's pods, newest first."""
         pods = self._json(
-            self.core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={job}", _preload_content=False
+            self._call(
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=f"job-name={job}",
+                _preload_content=False,
             )
         )
         items: list[dict[str, Any]] = [
@@ -172,13 +241,48 @@ class Kube:
         items.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
         return items
 
+    # ----- events -----
+
+    def create_event(
+        self, obj: dict[str, Any], type_: str, reason: str, message: str, now: str
+    ) -> None:
+        """Post a core/v1 Event about ``obj`` (from any thread; Kopf's posting needs its own)."""
+        meta = obj["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": obj.get("apiVersion") or f"{API_GROUP}/{API_VERSION}",
+                "kind": obj.get("kind") or "QuantizedModel",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": "quantwise"},
+            "reportingComponent": "quantwise.dev/operator",
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self._call(self.core.create_namespaced_event, meta["namespace"], body)
+
     # ----- serving -----
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The Deployment, or None."""
         try:
             return self._json(
-                self.apps.read_namespaced_deployment(name, namespace, _preload_content=False)
+                self._call(
+                    self.apps.read_namespaced_deployment, name, namespace, _preload_content=False
+                )
             )
         except ApiException as exc:
             if _missing(exc):
@@ -195,8 +299,16 @@ class Kube:
         }
         kind = body["kind"]
         if kind == "Deployment":
-            self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], body, **kwargs)
+            self._call(
+                self.apps.patch_namespaced_deployment,
+                meta["name"],
+                meta["namespace"],
+                body,
+                **kwargs,
+            )
         elif kind == "Service":
-            self.core.patch_namespaced_service(meta["name"], meta["namespace"], body, **kwargs)
+            self._call(
+                self.core.patch_namespaced_service, meta["name"], meta["namespace"], body, **kwargs
+            )
         else:
             raise ValueError(f"quantwise does not apply {kind} objects")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
 from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
@@ -31,7 +32,12 @@ from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import LABEL_MANAGED_BY, job_name
 from quantwise.render.serving import DEFAULT_VLLM_IMAGE
 
-DRIFT_CHECK_SECONDS = 120.0
+# How often every known model is reconciled even when nothing changed: a Deployment edited or
+# deleted by hand is restored within this time.
+DRIFT_CHECK_SECONDS = float(os.environ.get("QUANTWISE_DRIFT_CHECK_SECONDS", "120"))
+# Seconds before Kopf retries a handler that raised (the API seam has already retried 429/5xx
+# answers and timeouts with backoff; this is what is left: an API server down for longer).
+RETRY_BACKOFF_SECONDS = float(os.environ.get("QUANTWISE_RETRY_BACKOFF_SECONDS", "15"))
 
 
 class Runtime:
@@ -181,11 +187,13 @@ def _reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger
             elif action.kind == "apply":
                 rt.kube.apply(action.body)
             elif action.kind == "event":
-                kopf.event(
-                    cast(kopf.Body, body),
-                    type="Warning" if action.warning else "Normal",
-                    reason=action.reason,
-                    message=action.message[:1024],
+                # Through the seam, not kopf.event(): the drift-check thread has no Kopf context.
+                rt.kube.create_event(
+                    body,
+                    "Warning" if action.warning else "Normal",
+                    action.reason,
+                    action.message,
+                    _now(),
                 )
         old = body.get("status") or {}
         new = outcome.status.to_api()
@@ -201,9 +209,9 @@ def _runtime(memo: Any) -> Runtime:
     return runtime
 
 
-@kopf.on.resume(API_GROUP, API_VERSION, PLURAL)
-@kopf.on.create(API_GROUP, API_VERSION, PLURAL)
-@kopf.on.update(API_GROUP, API_VERSION, PLURAL)
+@kopf.on.resume(API_GROUP, API_VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.create(API_GROUP, API_VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
+@kopf.on.update(API_GROUP, API_VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 def model_changed(
     namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any
 ) -> None:

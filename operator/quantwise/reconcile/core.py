@@ -275,9 +275,10 @@ def reconcile(
             st.set("Quantized", False, "JobRetrying", f"deleting failed Job {job} to run it again")
             return finish("Quantizing", retry=retry)
         if state is None:
+            # The Job was there (or already found gone) and nobody asked to run it again.
             deleted = (
                 quantized is not None
-                and quantized.reason in ("JobCreated", "JobRunning", "JobPending")
+                and quantized.reason in ("JobCreated", "JobRunning", "JobPending", "JobDeleted")
                 and job in quantized.message
             )
             if deleted and not retry_requested:
