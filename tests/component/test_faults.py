@@ -304,6 +304,12 @@ async def test_an_invalid_spec_that_reaches_the_operator_fails_once_and_recovers
     ready = condition(server, "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert "spec.quantization" in ready["message"] and "bits" in ready["message"]
+    # Kopf records the handled spec after the handler's status patch; wait for that write.
+    annotation = "quantwise.dev/last-handled-configuration"
+    await eventually(
+        lambda: annotation in objects(server, QM)["llama"]["metadata"].get("annotations", {})
+    )
+    await asyncio.sleep(0.2)
     # No retry storm: over a few drift checks, a handful of requests, one Event.
     before = len(operator_calls(server))
     await asyncio.sleep(2)
