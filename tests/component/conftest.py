@@ -62,6 +62,7 @@ from support.kmockx import (
     declare,
     declare_resources,
     objects,
+    operator_calls,
     wait_for_watch,
     watches,
 )
@@ -246,11 +247,37 @@ async def run_operator(
                         raise AssertionError(f"no WATCH for {res} within {startup_timeout}s")
                     await asyncio.sleep(0.02)
             yield runner
-        finally:
+        except BaseException as failure:
+            # The block's own failure is the one to report, not a slow stop after it.
+            try:
+                await asyncio.to_thread(runner.__exit__, None, None, None)
+            except Exception as stop_failure:
+                failure.add_note(f"and then, stopping the operator: {stop_failure}")
+            finally:
+                kopf.set_default_registry(previous_registry)
+            raise
+        else:
             try:
                 await asyncio.to_thread(runner.__exit__, None, None, None)
             finally:
                 kopf.set_default_registry(previous_registry)
+        finally:
+            # Kopf leaves its handler threads to finish on their own; reconciles still queued
+            # would call a server that is gone (retrying, with backoff) and hold pytest's exit.
+            settings.execution.executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def quiet(server: Any, *, seconds: float = 1.0, timeout: float = 60.0) -> None:
+    """Wait until the operator has made no request for ``seconds`` (its queues are drained)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    count, since = len(operator_calls(server)), loop.time()
+    while loop.time() - since < seconds:
+        if loop.time() > deadline:
+            raise AssertionError(f"the operator was still busy after {timeout}s")
+        await asyncio.sleep(0.1)
+        if (now := len(operator_calls(server))) != count:
+            count, since = now, loop.time()
 
 
 async def apply_qm(server: Any, body: dict[str, Any], *, timeout: float = 10.0) -> dict[str, Any]:

@@ -351,6 +351,11 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     calls: list[ApiCall] = attrs.field(factory=list, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     pod_logs: dict[tuple[str | None, str], str] = attrs.field(factory=dict, init=False)
+    # kmock keeps every request and, for each one, scans them all (once per reaction) to find
+    # its reaction: time grows with the square of the requests. A load test keeps only the
+    # newest this many (at least 1) in kmock's list; ``calls`` keeps them all. kmock's DSL views
+    # (``server["get", ...]``) then see only those: a test that sets this asserts on ``calls``.
+    history_limit: int | None = attrs.field(default=None, init=False)
     _rv: int = attrs.field(default=1000, init=False)
     _log: list[tuple[int, kmock.resource, dict[str, Any]]] = attrs.field(factory=list, init=False)
 
@@ -385,6 +390,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             return await _kmock_apps.RawHandler._handle(self, request)
         index = len(self.calls)
         self.calls.append(call)
+        if self.history_limit is not None and len(self._requests) > self.history_limit:
+            del self._requests[: -max(1, self.history_limit)]
         for fault in self.faults:
             if fault.matches(call):
                 fault.hits.append(call)
@@ -554,6 +561,12 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             new = copy.deepcopy(new)
             self._finish(old, new, request)
             meta = new["metadata"]
+            if old is not None:
+                meta["resourceVersion"] = old["metadata"].get("resourceVersion")
+                if new == old:
+                    # A no-op (an apply of what is there already): a real API server keeps the
+                    # object as it is, managedFields' time included, and sends no event.
+                    return None
             if apply:
                 fields = [
                     f
@@ -582,9 +595,6 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                 self._store(key, new)
                 await self._emit(request.resource, "ADDED", new)
                 return None
-            meta["resourceVersion"] = old["metadata"].get("resourceVersion")
-            if new == old:
-                return None  # a no-op: no new resourceVersion, no event
             meta["resourceVersion"] = self._next_rv()
             self._store(key, new)
             await self._emit(request.resource, "MODIFIED", new)
@@ -764,6 +774,12 @@ async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) 
 def watches(server: Any, resource: Any) -> int:
     """How many WATCH requests for ``resource`` the server has got so far."""
     res = as_resource(resource)
+    calls = getattr(server, "calls", None)
+    if calls is not None:  # the emulator's full record (kmock's own list may be trimmed)
+        return sum(
+            1 for c in calls if c.verb == "watch" and c.resource == res.plural
+            and (not res.group or c.group == res.group)
+        )  # fmt: skip
     return sum(
         1
         for r in list(server)

@@ -8,6 +8,7 @@ reads the current state from the API server, so no trigger carries state of its 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import threading
@@ -49,6 +50,7 @@ class Runtime:
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._guard = threading.Lock()
         self._known: set[tuple[str, str]] = set()
+        self._children: dict[tuple[str, str, str], str] = {}
 
     def remember(self, namespace: str, name: str) -> None:
         """Include a model in the periodic drift check."""
@@ -65,6 +67,23 @@ class Runtime:
         """The models the drift check visits."""
         with self._guard:
             return sorted(self._known)
+
+    def child_changed(self, kind: str, namespace: str, name: str, version: str | None) -> bool:
+        """Whether this ``version`` of a Job or Deployment is news (None: it was deleted).
+
+        ``version`` is a fingerprint of what reconcile reads of the child (:func:`fingerprint`).
+        Kopf lists every watched object again each time a watch restarts, and each apply by the
+        operator itself updates managedFields: neither changes what reconcile would decide.
+        """
+        key = (kind, namespace, name)
+        with self._guard:
+            if version is None:
+                self._children.pop(key, None)
+                return True
+            if self._children.get(key) == version:
+                return False
+            self._children[key] = version
+            return True
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         """The lock that serialises reconciles of one QuantizedModel across handler threads."""
@@ -244,6 +263,17 @@ def drift_loop(rt: Runtime, stop: threading.Event, logger: logging.Logger) -> No
                 logger.exception("drift check of %s/%s failed", namespace, name)
 
 
+def fingerprint(body: Any) -> str:
+    """What reconcile reads of a Job or Deployment: a spec change (generation), the status.
+
+    Changes elsewhere (managedFields, resourceVersion, labels edited by hand) do not trigger a
+    reconcile here; the drift check still sees them.
+    """
+    meta = body.get("metadata") or {}
+    essence = [meta.get("generation"), meta.get("deletionTimestamp"), body.get("status")]
+    return json.dumps(essence, sort_keys=True, default=str)
+
+
 def _owner(body: kopf.Body) -> str | None:
     for ref in body.metadata.get("ownerReferences") or []:
         if ref.get("kind") == "QuantizedModel" and str(ref.get("apiVersion", "")).startswith(
@@ -256,14 +286,26 @@ def _owner(body: kopf.Body) -> str | None:
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: "quantwise"})
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "quantwise"})
 def child_changed(
-    body: kopf.Body, namespace: str | None, memo: Any, logger: kopf.Logger, **_: Any
+    body: kopf.Body,
+    event: kopf.RawEvent,
+    namespace: str | None,
+    memo: Any,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
     """A model's Job or Deployment changed: reconcile the model that owns it.
 
     Jobs start, finish, fail or are deleted; Deployments gain or lose available replicas.
     """
-    if body.get("kind") == "Job":
-        metrics.record_job(dict(body))
     owner = _owner(body)
-    if owner is not None and namespace is not None:
-        reconcile_model(_runtime(memo), namespace, owner, logger)
+    if owner is None or namespace is None:
+        return
+    runtime = _runtime(memo)
+    deleted = event.get("type") == "DELETED"
+    version = None if deleted else fingerprint(body)
+    kind = str(body.get("kind") or "")
+    if not runtime.child_changed(kind, namespace, body.metadata.name or "", version):
+        return
+    if kind == "Job":
+        metrics.record_job(dict(body))
+    reconcile_model(runtime, namespace, owner, logger)
