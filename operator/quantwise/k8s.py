@@ -41,13 +41,16 @@ class ApiCall:
 
 # The RBAC rules the operator needs, derived from the methods below (the chart renders exactly
 # these; a test records the requests of the component tests and compares).
+# Server-side apply of an object that does not exist yet creates it: the API server's PATCH
+# handler then admits and authorizes it as a create, so the Role needs ``create`` besides
+# ``patch`` for what is applied (Deployments, Services).
 API_CALLS: tuple[ApiCall, ...] = (
     ApiCall(API_GROUP, PLURAL, ("get", "list", "watch", "patch")),
-    ApiCall(API_GROUP, f"{PLURAL}/status", ("get", "patch")),
+    ApiCall(API_GROUP, f"{PLURAL}/status", ("patch",)),
     ApiCall("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    ApiCall("", "pods", ("get", "list")),
-    ApiCall("apps", "deployments", ("get", "list", "watch", "patch")),
-    ApiCall("", "services", ("get", "patch")),
+    ApiCall("", "pods", ("list",)),
+    ApiCall("apps", "deployments", ("get", "list", "watch", "create", "patch")),
+    ApiCall("", "services", ("create", "patch")),
     ApiCall("", "events", ("create",)),
 )
 

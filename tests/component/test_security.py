@@ -1,0 +1,83 @@
+"""Least privilege, proven: what the operator really calls is exactly what the chart grants.
+
+One model goes through its whole life against the real operator: its Job fails and is retried
+(the old Job deleted), the new Job succeeds, the Deployment and Service are applied (created),
+become available, are re-applied after a spec change and after a hand edit; the model is
+deleted. Every request the operator sent is recorded and turned into RBAC rules, which must
+equal the rules the chart renders from :data:`quantwise.k8s.API_CALLS`: a verb the code uses
+and the chart does not grant fails here (it would fail with 403 in a cluster), and so does a
+verb the chart grants that nothing uses. No request touches a Secret.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import DEPLOYMENTS, JOBS, QM, eventually, objects, quiet
+from test_faults import condition, fast, make_available, phase
+from test_operator import BASE, create, finish_job, patch_spec
+from test_reconcile import report
+
+from quantwise.api.report import dump_report
+from quantwise.rbac import chart_rules
+from support.kmockx import ApiServerEmulator, operator_calls, rbac_rules
+
+pytestmark = [pytest.mark.kmock(cls=ApiServerEmulator), pytest.mark.asyncio]
+
+
+def granted(rules: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource) -> verbs of a Role's ``rules``."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in rules:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                out.setdefault((group, resource), set()).update(rule["verbs"])
+    return out
+
+
+async def merge_patch(server: Any, path: str, body: dict[str, Any]) -> None:
+    resp = await server.patch(
+        path, json=body, headers={"Content-Type": "application/merge-patch+json"}
+    )
+    assert resp.status < 300, await resp.text()
+
+
+async def test_the_operator_calls_exactly_what_the_chart_grants(server: Any) -> None:
+    async with fast(server):
+        await create(server)
+        (job,) = await eventually(lambda: list(objects(server, JOBS)))
+        await finish_job(server, job, "Traceback: RuntimeError: CUDA error", ok=False)
+        await phase(server, "Failed")
+        await merge_patch(server, f"{BASE}/llama",
+                          {"metadata": {"annotations": {"quantwise.dev/retry": "1"}}})  # fmt: skip
+        first = objects(server, JOBS)[job]["metadata"]["uid"]
+        await eventually(lambda: objects(server, JOBS)[job]["metadata"]["uid"] != first)
+        # The garbage collector would remove the old Job's pod; kmock has none.
+        resp = await server.delete(f"/api/v1/namespaces/ml/pods/{job}-abcde")
+        assert resp.status < 300
+        await finish_job(server, job, dump_report(report()))
+        await phase(server, "Deploying")
+        await make_available(server)
+        await phase(server, "Ready")
+        await patch_spec(server, {"serving": {"maxModelLen": 4096}})
+        await eventually(lambda: condition(server, "Ready")["observedGeneration"] == 2)
+        await merge_patch(server, "/apis/apps/v1/namespaces/ml/deployments/llama",
+                          {"spec": {"replicas": 5}})  # fmt: skip
+        await eventually(
+            lambda: objects(server, DEPLOYMENTS)["llama"]["spec"]["replicas"] == 1, timeout=10
+        )
+        resp = await server.delete(f"{BASE}/llama")
+        assert resp.status < 300
+        await eventually(lambda: "llama" not in objects(server, QM))
+        await quiet(server, seconds=1.0)
+        calls = operator_calls(server)
+
+    assert [c for c in calls if c.resource == "secrets"] == []
+    rules = chart_rules()
+    chart = granted(rules["namespaced"] + rules["cluster"])
+    used = rbac_rules(calls)
+    missing = {k: v - chart.get(k, set()) for k, v in used.items() if v - chart.get(k, set())}
+    unused = {k: v - used.get(k, set()) for k, v in chart.items() if v - used.get(k, set())}
+    assert missing == {}, f"the operator calls what the chart does not grant: {missing}"
+    assert unused == {}, f"the chart grants what the operator never calls: {unused}"
