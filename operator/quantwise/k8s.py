@@ -26,6 +26,7 @@ from kubernetes.client.rest import ApiException
 from quantwise import API_GROUP, API_VERSION, PLURAL
 
 FIELD_MANAGER = "quantwise"
+LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
 T = TypeVar("T")
 
 
@@ -49,9 +50,13 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall(API_GROUP, f"{PLURAL}/status", ("patch",)),
     ApiCall("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     ApiCall("", "pods", ("list",)),
-    ApiCall("apps", "deployments", ("get", "list", "watch", "create", "patch")),
+    ApiCall("", "pods/log", ("get",)),
+    ApiCall("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
     ApiCall("", "services", ("create", "patch")),
     ApiCall("", "events", ("create",)),
+    ApiCall("leaderworkerset.x-k8s.io", "leaderworkersets", ("get", "create", "patch", "delete")),
+    # GPU inventory: Kopf indexes the nodes that GPU Feature Discovery labelled.
+    ApiCall("", "nodes", ("list", "watch"), cluster_scoped=True),
 )
 
 # What Kopf itself calls, besides the resources it serves (Kopf docs, "Deployment: RBAC").
@@ -313,5 +318,82 @@ class Kube:
             self._call(
                 self.core.patch_namespaced_service, meta["name"], meta["namespace"], body, **kwargs
             )
+        elif kind == "LeaderWorkerSet":
+            self._call(
+                self.custom.patch_namespaced_custom_object,
+                LWS_GROUP, LWS_VERSION, meta["namespace"], LWS_PLURAL, meta["name"], body,
+                **kwargs,
+            )  # fmt: skip
         else:
             raise ValueError(f"quantwise does not apply {kind} objects")
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        """Delete a Deployment or LeaderWorkerSet (gone already is success); pods follow."""
+        try:
+            if kind == "Deployment":
+                self._call(
+                    self.apps.delete_namespaced_deployment,
+                    name, namespace, propagation_policy="Background",
+                )  # fmt: skip
+            elif kind == "LeaderWorkerSet":
+                self._call(
+                    self.custom.delete_namespaced_custom_object,
+                    LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name,
+                    propagation_policy="Background",
+                )  # fmt: skip
+            else:
+                raise ValueError(f"quantwise does not delete {kind} objects")
+        except ApiException as exc:
+            if not _missing(exc):
+                raise
+
+    def get_leader_worker_set(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The LeaderWorkerSet, or None (also when its CRD is not installed)."""
+        try:
+            return self._json(
+                self._call(
+                    self.custom.get_namespaced_custom_object,
+                    LWS_GROUP,
+                    LWS_VERSION,
+                    namespace,
+                    LWS_PLURAL,
+                    name,
+                    _preload_content=False,
+                )
+            )
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    def api_group_served(self, group: str, version: str) -> bool:
+        """Whether the API server serves ``group/version`` (discovery; no RBAC needed)."""
+        try:
+            self._call(self.custom.get_api_resources, group, version, _preload_content=False)
+        except ApiException as exc:
+            if _missing(exc):
+                return False
+            raise
+        return True
+
+    def serving_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods matching the label ``selector`` (the model's serving pods, or its leaders)."""
+        response = self._json(
+            self._call(
+                self.core.list_namespaced_pod,
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+            )
+        )
+        items: list[dict[str, Any]] = response.get("items") or []
+        return items
+
+    def pod_log(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
+        """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early)."""
+        response = self._call(
+            self.core.read_namespaced_pod_log, name, namespace,
+            container=container, limit_bytes=limit_bytes, _preload_content=False,
+        )  # fmt: skip
+        data = response.data
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)

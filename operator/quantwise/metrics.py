@@ -85,6 +85,20 @@ PLAN = {
     for field, (metric, help_) in _PLAN_FIELDS.items()
 }
 
+MEASURED_KV_TOKENS = Gauge(
+    "quantwise_measured_kv_cache_tokens",
+    "KV-cache tokens vLLM reported at start-up (compare quantwise_plan_kv_cache_tokens).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+MEASURED_KV_ERROR = Gauge(
+    "quantwise_kv_cache_tokens_error_percent",
+    "(measured - planned) / planned x 100 of the KV-cache tokens.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+_MEASURED = {"kvCacheTokens": MEASURED_KV_TOKENS, "errorPercent": MEASURED_KV_ERROR}
+
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
 _jobs_seen: set[str] = set()
@@ -108,6 +122,13 @@ def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
             gauge.labels(namespace, name).set(value)
         else:
             _remove(gauge, namespace, name)
+    measured = plan.get("measured") or {}
+    for field, gauge in _MEASURED.items():
+        value = measured.get(field)
+        if isinstance(value, int | float):
+            gauge.labels(namespace, name).set(value)
+        else:
+            _remove(gauge, namespace, name)
 
 
 def _remove(gauge: Gauge, namespace: str, name: str) -> None:
@@ -120,7 +141,7 @@ def forget(namespace: str, name: str) -> None:
     with _lock:
         _phases.pop((namespace, name), None)
         _publish_phases()
-    for gauge in PLAN.values():
+    for gauge in (*PLAN.values(), *_MEASURED.values()):
         _remove(gauge, namespace, name)
 
 

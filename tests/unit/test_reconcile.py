@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -19,6 +20,7 @@ from quantwise.api.report import (
 )
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.planning.architecture import architecture_from_config
+from quantwise.planning.inventory import NodeGpus, pools
 from quantwise.planning.weights import WeightFormat, estimate_weights
 from quantwise.reconcile.core import (
     RETRY_ANNOTATION,
@@ -379,35 +381,111 @@ def test_invalid_spec_fails_once_with_the_field() -> None:
     assert (again.status.conditions or [])[0].last_transition_time == NOW
 
 
-def test_multi_node_plan_says_so() -> None:
-    spec = with_(
-        "spec.serving",
-        {
-            "gpu": {"product": "L4"},
-            "gpusPerNode": 1,
-            "maxNodes": 4,
-            "maxModelLen": 8192,
-            "concurrency": 32,
-        },
-    )["spec"]
+MULTI_NODE = {
+    "gpu": {"product": "L4"}, "gpusPerNode": 1, "maxNodes": 4, "maxModelLen": 8192,
+    "concurrency": 32,
+}  # fmt: skip
+
+
+def deployed_observation(serving: dict[str, Any], **kwargs: Any) -> Observation:
+    """A model whose Job succeeded, with ``spec.serving`` as given."""
+    spec = with_("spec.serving", serving)["spec"]
     sp = QuantizedModelSpec.model_validate(spec)
     rep = report()
-    rep = rep.model_copy(
-        update={
-            "artifact": rep.artifact.model_copy(
-                update={"path": f"/artifacts/quantized/llama-{artifact_hash(sp)}"}
-            )
-        }
+    path = f"/artifacts/quantized/llama-{artifact_hash(sp)}"
+    rep = rep.model_copy(update={"artifact": rep.artifact.model_copy(update={"path": path})})
+    obs = observe(
+        spec=spec,
+        job=JobState(name=job_name("llama", sp), succeeded=True, termination_message=dump_report(rep)),
+    )  # fmt: skip
+    return dataclasses.replace(obs, **kwargs)
+
+
+def test_a_plan_across_nodes_applies_a_leader_worker_set() -> None:
+    out = run(deployed_observation(MULTI_NODE, lws_installed=True))
+    assert out.status.plan is not None and out.status.plan.pipeline_parallel_size > 1
+    applied = [a.body for a in out.actions if a.kind == "apply"]
+    assert [b["kind"] for b in applied] == ["LeaderWorkerSet", "Service"]
+    lws, svc = applied
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == out.status.plan.pipeline_parallel_size
+    assert svc["spec"]["selector"]["quantwise.dev/role"] == "leader"
+    assert cond(out, "Deployed") == ("True", "Applied")
+    assert "LeaderWorkerSet llama" in next(
+        c.message for c in out.status.conditions or [] if c.type == "Deployed"
     )
-    out = run(
-        observe(
-            spec=spec,
-            job=JobState(
-                name=job_name("llama", sp), succeeded=True, termination_message=dump_report(rep)
-            ),
-        )
-    )
-    assert cond(out, "Deployed") == ("False", "MultiNodeUnsupported")
+    assert cond(out, "Ready") == ("False", "Progressing")
+    assert out.status.phase == "Deploying"
+
+
+def test_a_plan_across_nodes_without_the_lws_crd_says_how_to_install_it() -> None:
+    out = run(deployed_observation(MULTI_NODE, lws_installed=False))
+    assert cond(out, "Deployed") == ("False", "LeaderWorkerSetMissing")
+    message = next(c.message for c in out.status.conditions or [] if c.type == "Deployed")
+    assert "lws.sigs.k8s.io/docs/installation" in message and "spec.serving.maxNodes" in message
+    assert [a.kind for a in out.actions if a.kind != "event"] == []  # nothing applied
+    assert out.status.phase == "Deploying" and out.permanent_failure
+    assert out.status.plan is not None  # the plan is still shown
+
+
+def test_the_leader_worker_set_becomes_ready_and_a_left_deployment_is_deleted() -> None:
+    ready = DeploymentState(replicas=1, available_replicas=1, updated_replicas=1)
+    out = run(deployed_observation(
+        MULTI_NODE, lws_installed=True, leader_worker_set=ready, deployment=ready,
+    ))  # fmt: skip
+    assert cond(out, "Ready") == ("True", "Available")
+    deletes = [(a.name, a.reason) for a in out.actions if a.kind == "delete"]
+    assert deletes == [("llama", "Deployment")]
+
+
+def test_back_on_one_node_the_leader_worker_set_is_deleted() -> None:
+    single = {"gpu": {"product": "H100-80GB"}}
+    left = DeploymentState(replicas=1, available_replicas=1, updated_replicas=1)
+    out = run(deployed_observation(single, leader_worker_set=left))
+    assert [a.body["kind"] for a in out.actions if a.kind == "apply"] == ["Deployment", "Service"]
+    assert [(a.name, a.reason) for a in out.actions if a.kind == "delete"] == [
+        ("llama", "LeaderWorkerSet")
+    ]
+
+
+POOLS = pools([
+    NodeGpus("l4-a", "NVIDIA-L4", 1, 23034, (8, 9)),
+    NodeGpus("h100-a", "NVIDIA-H100-80GB-HBM3", 8, 81559, (9, 0)),
+    NodeGpus("h100-b", "NVIDIA-H100-80GB-HBM3", 8, 81559, (9, 0)),
+])  # fmt: skip
+
+
+def test_without_a_gpu_the_smallest_gpu_in_the_cluster_that_fits_is_chosen() -> None:
+    # 8B AWQ with a 32 x 8192 budget needs more than one L4 (24 GB): an H100 node.
+    serving = {"maxModelLen": 8192, "concurrency": 32}
+    out = run(deployed_observation(serving, inventory=POOLS))
+    plan = out.status.plan
+    assert plan is not None and plan.gpu == "H100-80GB"
+    assert plan.gpu_source == "inventory" and plan.gpu_product == "NVIDIA-H100-80GB-HBM3"
+    assert "NVIDIA-L4" in plan.reasons[0] and "smallest" in plan.reasons[0]
+    (dep,) = [a.body for a in out.actions if a.kind == "apply" and a.body["kind"] == "Deployment"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+
+
+def test_without_a_gpu_a_small_budget_lands_on_the_smallest_gpu() -> None:
+    out = run(deployed_observation({"maxModelLen": 2048, "concurrency": 1}, inventory=POOLS))
+    assert out.status.plan is not None and out.status.plan.gpu == "L4"
+    assert out.status.plan.gpu_product == "NVIDIA-L4"
+
+
+def test_without_a_gpu_and_no_labelled_nodes_it_says_what_to_do() -> None:
+    out = run(deployed_observation({"maxModelLen": 2048}, inventory=()))
+    assert cond(out, "Planned") == ("False", "NoGPU")
+    message = next(c.message for c in out.status.conditions or [] if c.type == "Planned")
+    assert "spec.serving.gpu" in message and "nvidia.com/gpu.product" in message
+
+
+def test_without_a_gpu_when_nothing_fits_every_pool_is_named() -> None:
+    small = pools([NodeGpus("l4-a", "NVIDIA-L4", 1, 23034, (8, 9))])
+    out = run(deployed_observation({"maxModelLen": 131072, "concurrency": 64}, inventory=small))
+    assert cond(out, "Planned") == ("False", "DoesNotFit")
+    message = next(c.message for c in out.status.conditions or [] if c.type == "Planned")
+    assert "NVIDIA-L4 (1 nodes x 1)" in message
 
 
 def test_status_round_trips_through_json() -> None:

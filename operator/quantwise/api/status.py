@@ -72,6 +72,25 @@ class ArtifactStatus(ApiModel):
     )
 
 
+class MeasuredStatus(ApiModel):
+    """The KV cache vLLM allocated, read from a serving pod's start-up log."""
+
+    pod: str = Field(description="The pod whose log was read.")
+    kv_cache_tokens: int = Field(ge=0, description="vLLM's 'GPU KV cache size: N tokens'.")
+    kv_cache_gib: float | None = Field(
+        default=None, ge=0, description="vLLM's 'Available KV cache memory: X GiB' (per GPU)."
+    )
+    max_concurrency: float | None = Field(
+        default=None,
+        ge=0,
+        description="vLLM's 'Maximum concurrency for L tokens per request: Cx'.",
+    )
+    predicted_kv_cache_tokens: int = Field(ge=0, description="status.plan.kvCacheTokens then.")
+    error_percent: float = Field(
+        description="(measured - predicted) / predicted x 100 of the KV cache tokens."
+    )
+
+
 class PlanStatus(ApiModel):
     """The serving plan: parallelism, memory and the budget it was sized for."""
 
@@ -113,6 +132,19 @@ class PlanStatus(ApiModel):
         "read per token. Real speed is lower.",
     )
     reasons: list[str] = Field(default_factory=list, description="Why this plan.")
+    gpu_source: Literal["spec", "inventory"] | None = Field(
+        default=None,
+        description="Where the GPU came from: spec.serving.gpu, or the cluster's nodes (GPU "
+        "Feature Discovery labels), the smallest that fits.",
+    )
+    gpu_product: str | None = Field(
+        default=None,
+        description="The nvidia.com/gpu.product label the pods are pinned to (inventory).",
+    )
+    measured: MeasuredStatus | None = Field(
+        default=None,
+        description="What vLLM reported at start-up (leader pod's log), next to the plan.",
+    )
 
 
 class QuantizedModelStatus(ApiModel):

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -20,7 +21,8 @@ import kopf
 import quantwise.metrics as metrics
 from quantwise import API_GROUP, API_VERSION, PLURAL
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.k8s import Kube
+from quantwise.k8s import LWS_GROUP, LWS_VERSION, Kube
+from quantwise.planning.inventory import LABEL_PRODUCT, GpuPool, NodeGpus, node_gpus, pools
 from quantwise.reconcile.core import (
     DeploymentState,
     JobState,
@@ -29,8 +31,9 @@ from quantwise.reconcile.core import (
     Settings,
     reconcile,
 )
+from quantwise.reconcile.measured import LOG_LIMIT_BYTES, parse_vllm_log
 from quantwise.reconcile.validation import kernel_validator
-from quantwise.render.names import LABEL_MANAGED_BY, job_name
+from quantwise.render.names import LABEL_MANAGED_BY, LABEL_ROLE, job_name, selector_labels
 from quantwise.render.serving import DEFAULT_VLLM_IMAGE
 
 # How often every known model is reconciled even when nothing changed: a Deployment edited or
@@ -39,6 +42,9 @@ DRIFT_CHECK_SECONDS = float(os.environ.get("QUANTWISE_DRIFT_CHECK_SECONDS", "120
 # Seconds before Kopf retries a handler that raised (the API seam has already retried 429/5xx
 # answers and timeouts with backoff; this is what is left: an API server down for longer).
 RETRY_BACKOFF_SECONDS = float(os.environ.get("QUANTWISE_RETRY_BACKOFF_SECONDS", "15"))
+# How long the answer to "is LeaderWorkerSet installed?" is trusted.
+LWS_DISCOVERY_SECONDS = 60.0
+GPU_INDEX_KEY = "gpu"
 
 
 class Runtime:
@@ -51,6 +57,42 @@ class Runtime:
         self._guard = threading.Lock()
         self._known: set[tuple[str, str]] = set()
         self._children: dict[tuple[str, str, str], str] = {}
+        # Kopf's index of GPU nodes (set by the first handler call; the drift thread reads it).
+        self.gpu_nodes: Any = None
+        self._lws: tuple[float, bool] | None = None
+        self._logs_read: set[str] = set()
+
+    def first_read(self, pod_uid: str) -> bool:
+        """True the first time a pod's log is to be read (a log without the line is not re-read)."""
+        with self._guard:
+            if pod_uid in self._logs_read:
+                return False
+            self._logs_read.add(pod_uid)
+            return True
+
+    def lws_installed(self) -> bool:
+        """Whether the API server serves LeaderWorkerSets (discovery, cached for a minute)."""
+        now = time.monotonic()
+        with self._guard:
+            cached = self._lws
+        if cached is not None and now - cached[0] < LWS_DISCOVERY_SECONDS:
+            return cached[1]
+        served = self.kube.api_group_served(LWS_GROUP, LWS_VERSION)
+        with self._guard:
+            self._lws = (now, served)
+        return served
+
+    def inventory(self) -> tuple[GpuPool, ...]:
+        """The GPU pools of the labelled nodes Kopf has indexed (empty before the first call)."""
+        index = self.gpu_nodes
+        if index is None:
+            return ()
+        for _ in range(3):  # the index changes under the event loop: copy, retry if it moved
+            try:
+                return pools(list(index.get(GPU_INDEX_KEY, ())))
+            except RuntimeError:
+                continue
+        return ()
 
     def remember(self, namespace: str, name: str) -> None:
         """Include a model in the periodic drift check."""
@@ -147,8 +189,9 @@ def deployment_state(dep: dict[str, Any]) -> DeploymentState:
     )
 
 
-def observe(kube: Kube, body: dict[str, Any]) -> Observation:
-    """Read the Job and Deployment of a QuantizedModel."""
+def observe(rt: Runtime, body: dict[str, Any]) -> Observation:
+    """Read the Job and the workload (Deployment or LeaderWorkerSet) of a QuantizedModel."""
+    kube = rt.kube
     meta = body["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     job: JobState | None = None
@@ -161,6 +204,24 @@ def observe(kube: Kube, body: dict[str, Any]) -> Observation:
         if job_body is not None:
             job = job_state(job_body, kube.job_pods(namespace, job_body["metadata"]["name"]))
     dep = kube.get_deployment(namespace, name)
+    # A LeaderWorkerSet exists only when the last plan spanned nodes (or one is being made):
+    # read it then, not on every reconcile of every model.
+    plan = (body.get("status") or {}).get("plan") or {}
+    lws_installed: bool | None = None
+    lws: dict[str, Any] | None = None
+    if (plan.get("pipelineParallelSize") or 1) > 1 or _needs_lws(spec, body):
+        lws_installed = rt.lws_installed()
+        if lws_installed:
+            lws = kube.get_leader_worker_set(namespace, name)
+    inventory = rt.inventory() if spec is not None and spec.serving.gpu is None else None
+    workload = lws if (plan.get("pipelineParallelSize") or 1) > 1 else dep
+    vllm_log = None
+    if workload is not None and plan and not plan.get("measured"):
+        ready = (workload.get("status") or {}).get(
+            "readyReplicas" if workload is lws else "availableReplicas"
+        )
+        if ready:
+            vllm_log = read_vllm_log(rt, namespace, name, leaders=workload is lws)
     return Observation(
         name=name,
         namespace=namespace,
@@ -172,6 +233,54 @@ def observe(kube: Kube, body: dict[str, Any]) -> Observation:
         job=job,
         deployment=deployment_state(dep) if dep is not None else None,
         now=_now(),
+        lws_installed=lws_installed,
+        leader_worker_set=lws_state(lws) if lws is not None else None,
+        inventory=inventory,
+        vllm_log=vllm_log,
+    )
+
+
+def read_vllm_log(rt: Runtime, namespace: str, name: str, leaders: bool) -> tuple[str, str] | None:
+    """The start of a ready serving pod's log (a leader's, for a LeaderWorkerSet), once per pod.
+
+    Read only while the plan has no measurement yet; a pod whose log had no KV-cache line is not
+    read again (its log will not grow one).
+    """
+    labels = selector_labels(name)
+    if leaders:
+        labels[LABEL_ROLE] = "leader"
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    for pod in rt.kube.serving_pods(namespace, selector):
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        statuses = status.get("containerStatuses") or []
+        if status.get("phase") != "Running" or not any(c.get("ready") for c in statuses):
+            continue
+        uid = str(meta.get("uid") or meta.get("name"))
+        if not rt.first_read(uid):
+            continue
+        container = "vllm-leader" if leaders else "vllm"
+        text = rt.kube.pod_log(namespace, meta["name"], container, LOG_LIMIT_BYTES)
+        if parse_vllm_log(text) is None:
+            return None
+        return str(meta["name"]), text
+    return None
+
+
+def _needs_lws(spec: QuantizedModelSpec | None, body: dict[str, Any]) -> bool:
+    """Whether a plan may span nodes: then the operator must know if LWS is installed."""
+    return spec is not None and spec.serving.max_nodes > 1
+
+
+def lws_state(lws: dict[str, Any]) -> DeploymentState:
+    """A LeaderWorkerSet's progress in a Deployment's terms (groups are its replicas)."""
+    status = lws.get("status") or {}
+    generation = (lws.get("metadata") or {}).get("generation") or 0
+    return DeploymentState(
+        replicas=status.get("replicas") or 0,
+        available_replicas=status.get("readyReplicas") or 0,
+        updated_replicas=status.get("updatedReplicas") or 0,
+        generation=generation,
+        observed_generation=generation,  # LWS status has no observedGeneration
     )
 
 
@@ -195,7 +304,7 @@ def _reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger
             metrics.forget(namespace, name)
             return None
         validator = kernel_validator(rt.settings.vllm_image or DEFAULT_VLLM_IMAGE)
-        outcome = reconcile(observe(rt.kube, body), rt.settings, validator=validator)
+        outcome = reconcile(observe(rt, body), rt.settings, validator=validator)
         for action in outcome.actions:
             if action.kind == "create_job":
                 logger.info("creating Job %s", action.name)
@@ -205,6 +314,9 @@ def _reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger
                 rt.kube.delete_job(namespace, action.name)
             elif action.kind == "apply":
                 rt.kube.apply(action.body)
+            elif action.kind == "delete":
+                logger.info("deleting %s %s (the plan changed shape)", action.reason, action.name)
+                rt.kube.delete(action.reason, namespace, action.name)
             elif action.kind == "event":
                 # Through the seam, not kopf.event(): the drift-check thread has no Kopf context.
                 rt.kube.create_event(
@@ -232,11 +344,16 @@ def _runtime(memo: Any) -> Runtime:
 @kopf.on.create(API_GROUP, API_VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 @kopf.on.update(API_GROUP, API_VERSION, PLURAL, backoff=RETRY_BACKOFF_SECONDS)
 def model_changed(
-    namespace: str | None, name: str, memo: Any, logger: kopf.Logger, **_: Any
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
     """The QuantizedModel was created, changed, or found at start-up."""
     assert namespace is not None  # QuantizedModels are namespaced.
     runtime = _runtime(memo)
+    runtime.gpu_nodes = kwargs.get("gpu_nodes")  # Kopf passes each index by its name
     runtime.remember(namespace, name)
     outcome = reconcile_model(runtime, namespace, name, logger)
     if outcome is not None and outcome.permanent_failure:
@@ -261,6 +378,13 @@ def drift_loop(rt: Runtime, stop: threading.Event, logger: logging.Logger) -> No
                     rt.forget(namespace, name)
             except Exception:  # Keep checking the others; the next round retries this one.
                 logger.exception("drift check of %s/%s failed", namespace, name)
+
+
+@kopf.index("", "v1", "nodes", labels={LABEL_PRODUCT: kopf.PRESENT})
+def gpu_nodes(name: str, labels: kopf.Labels, **_: Any) -> dict[str, NodeGpus] | None:
+    """Index the GPU nodes GPU Feature Discovery labelled (Kopf keeps it current)."""
+    node = node_gpus(name, dict(labels))
+    return {GPU_INDEX_KEY: node} if node is not None else None
 
 
 def fingerprint(body: Any) -> str:

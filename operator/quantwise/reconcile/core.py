@@ -11,22 +11,37 @@ the artifact, and a finished Job's result is kept in ``status.artifact``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from quantwise.api.report import QuantizeError, QuantizeReport, ReportError, parse_report
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.api.status import ArtifactStatus, Condition, QuantizedModelStatus
-from quantwise.planning.for_spec import gpu_from_spec, plan_spec
+from quantwise.api.status import (
+    ArtifactStatus,
+    Condition,
+    MeasuredStatus,
+    PlanStatus,
+    QuantizedModelStatus,
+)
+from quantwise.planning.for_spec import budget_from_serving, gpu_from_spec, plan_spec
 from quantwise.planning.gpus import GPU
-from quantwise.planning.planner import PlanError, TPFilter
+from quantwise.planning.inventory import LABEL_PRODUCT, GpuPool
+from quantwise.planning.planner import Budget, Plan, PlanError, TPFilter
+from quantwise.planning.planner import plan as plan_with
 from quantwise.planning.weights import WeightFormat, estimate_weights
 from quantwise.reconcile.conditions import get_condition, set_condition
+from quantwise.reconcile.measured import parse_vllm_log
 from quantwise.render.job import quantization_job
 from quantwise.render.names import artifact_dir, artifact_hash, job_name, selector_labels
-from quantwise.render.serving import deployment, endpoint, service, serving_location
+from quantwise.render.serving import (
+    deployment,
+    endpoint,
+    leader_worker_set,
+    service,
+    serving_location,
+)
 
 RETRY_ANNOTATION = "quantwise.dev/retry"
 """Set (to any new value) on a Failed QuantizedModel to run its failed Job again."""
@@ -73,6 +88,15 @@ class Observation:
     job: JobState | None
     deployment: DeploymentState | None
     now: str
+    # A plan across nodes is served by a LeaderWorkerSet: whether its CRD is installed (None:
+    # not known, assumed so), and the one this model has (observed when the last plan spanned
+    # nodes, so that it can be followed, or removed when the plan no longer does).
+    lws_installed: bool | None = None
+    leader_worker_set: DeploymentState | None = None
+    # GPU pools found on the cluster's nodes, for a spec that names no GPU.
+    inventory: tuple[GpuPool, ...] | None = None
+    # (pod name, the start of its log) of a ready serving pod (the leader), when read.
+    vllm_log: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,7 +111,7 @@ class Settings:
 class Action:
     """Something to do against the API."""
 
-    kind: Literal["create_job", "delete_job", "apply", "event"]
+    kind: Literal["create_job", "delete_job", "apply", "delete", "event"]
     body: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     reason: str = ""
@@ -349,11 +373,201 @@ def reconcile(
     if problems:
         st.set("Validated", False, "Mismatch", "; ".join(problems))
         return finish("Failed", permanent=True)
-    target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
-    checked = validator(spec, artifact, target) if validator is not None else None
-    if checked is not None and checked.verdict == "unsupported":
-        st.set("Validated", False, "Unsupported", "; ".join(checked.messages))
+    if artifact.architecture is None:
+        st.set("Planned", False, "NoArchitecture", "the report carries no architecture")
         return finish("Failed", permanent=True)
+    arch = artifact.architecture
+    fmt = _weight_format(artifact)
+    if artifact.weight_breakdown is not None:
+        weights = artifact.weight_breakdown.to_breakdown()
+    else:
+        weights = estimate_weights(arch, fmt)
+
+    def attempt(
+        target: GPU | None, budget: Budget | None = None
+    ) -> tuple[Validation | None, Plan | None, str]:
+        """Validate and plan on ``target``: the check, the plan (None: refused), why not."""
+        checked = validator(spec, artifact, target) if validator is not None else None
+        if checked is not None and checked.verdict == "unsupported":
+            return checked, None, "; ".join(checked.messages)
+        tp_filter = checked.tp_filter if checked else None
+        try:
+            if budget is not None and target is not None:
+                return checked, plan_with(arch, weights, target, budget, fmt, tp_filter), ""
+            return checked, plan_spec(spec, arch, weights, fmt, target, tp_filter), ""
+        except (PlanError, ValueError) as exc:
+            return checked, None, str(exc)
+
+    node_selector: dict[str, str] | None = None
+    gpu_choice: str | None = None
+    inventory = obs.inventory or ()
+    if gpu is None and spec.serving.gpu is None:
+        if not inventory:
+            st.set(
+                "Planned",
+                False,
+                "NoGPU",
+                "spec.serving.gpu is not set and no node carries the nvidia.com/gpu.product "
+                "label of NVIDIA GPU Feature Discovery: name the GPU in spec.serving.gpu, or "
+                "install GPU Feature Discovery (part of the NVIDIA GPU Operator)",
+            )
+            return finish("Failed", permanent=True)
+        notes: list[str] = []
+        chosen: tuple[GpuPool, Validation | None, Plan] | None = None
+        for pool in inventory:
+            budget = replace(
+                budget_from_serving(spec.serving),
+                gpus_per_node=min(spec.serving.gpus_per_node, pool.gpus_per_node),
+                max_nodes=min(spec.serving.max_nodes, pool.nodes),
+            )
+            checked, planned, why = attempt(pool.gpu, budget)
+            if planned is None:
+                notes.append(f"{pool.product} ({pool.nodes} nodes x {pool.gpus_per_node}): {why}")
+                continue
+            chosen = (pool, checked, planned)
+            break
+        if chosen is None:
+            st.set(
+                "Planned",
+                False,
+                "DoesNotFit",
+                "no GPU in the cluster fits: " + " | ".join(notes),
+            )
+            return finish("Failed", permanent=True)
+        pool, checked, plan = chosen
+        node_selector = {LABEL_PRODUCT: pool.product}
+        gpu_choice = (
+            f"{pool.product}: the smallest of the cluster's GPUs ({len(inventory)} types, from "
+            f"GPU Feature Discovery labels) that fits, on {pool.nodes} nodes x "
+            f"{pool.gpus_per_node}" + (" (skipped: " + " | ".join(notes) + ")" if notes else "")
+        )
+    else:
+        target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
+        checked, planned, why = attempt(target)
+        if checked is not None and checked.verdict == "unsupported":
+            st.set("Validated", False, "Unsupported", why)
+            return finish("Failed", permanent=True)
+        if planned is None:
+            _set_validated(st, checked)
+            st.set("Planned", False, "DoesNotFit", why)
+            return finish("Failed", permanent=True)
+        plan = planned
+    _set_validated(st, checked)
+    plan_status = plan.to_status()
+    if gpu_choice is not None:
+        plan_status = plan_status.model_copy(
+            update={"gpu_product": node_selector[LABEL_PRODUCT] if node_selector else None,
+                    "gpu_source": "inventory", "reasons": [gpu_choice, *plan_status.reasons]}
+        )  # fmt: skip
+    else:
+        plan_status = plan_status.model_copy(update={"gpu_source": "spec"})
+    measured = _measured(obs, current, plan_status)
+    if measured is not None:
+        plan_status = plan_status.model_copy(update={"measured": measured})
+    st.set(
+        "Planned",
+        True,
+        "Planned",
+        f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu.name}, "
+        f"gpu-memory-utilization {plan.gpu_memory_utilization:.2f}, "
+        f"{plan.kv_cache_tokens} KV tokens",
+    )
+    base = base.model_copy(update={"plan": plan_status})
+    multi_node = plan.pipeline_parallel_size > 1
+    tp, pp = plan.tensor_parallel_size, plan.pipeline_parallel_size
+    if multi_node and obs.lws_installed is False:
+        st.set(
+            "Deployed",
+            False,
+            "LeaderWorkerSetMissing",
+            f"the plan spans {pp} nodes of {tp} {plan.gpu.name} GPUs, which quantwise serves with "
+            "a LeaderWorkerSet, but its CRD (leaderworkersets.leaderworkerset.x-k8s.io) is not "
+            "installed: install LeaderWorkerSet (https://lws.sigs.k8s.io/docs/installation/) "
+            "and the model deploys at the next check, or set spec.serving.maxNodes to 1 with a "
+            "smaller budget or bigger GPUs",
+        )
+        return finish("Deploying", permanent=True)
+
+    subdir = artifact_dir(obs.name, spec) if spec.quantization.method != "none" else None
+    location = serving_location(spec, subdir)
+    render = leader_worker_set if multi_node else deployment
+    workload = render(
+        obs.name, obs.namespace, spec, plan_status, location, settings.vllm_image, owner,
+        node_selector=node_selector,
+    )  # fmt: skip
+    svc = service(obs.name, obs.namespace, owner, leaders_only=multi_node)
+    # The other kind of workload, left from a plan that did (or did not) span nodes, goes once
+    # the new one is applied (its pods hold GPUs the new one may need).
+    stale = obs.deployment if multi_node else obs.leader_worker_set
+    actions += [Action(kind="apply", body=workload), Action(kind="apply", body=svc)]
+    if stale is not None:
+        kind = "Deployment" if multi_node else "LeaderWorkerSet"
+        actions.append(Action(kind="delete", name=obs.name, reason=kind))
+    kind = workload["kind"]
+    shape = f"{pp} x {tp} GPUs (TP={tp}, PP={pp})" if multi_node else f"TP={tp}"
+    st.set("Deployed", True, "Applied", f"{kind} {obs.name} serves {artifact.path} with {shape}")
+
+    if measured is not None:
+        budget_tokens = (
+            plan_status.kv_cache_budget_bytes // plan_status.kv_cache_bytes_per_token
+            if plan_status.kv_cache_bytes_per_token
+            else 0
+        )
+        numbers = (
+            f"vLLM allocated {measured.kv_cache_tokens:,} KV-cache tokens on pod "
+            f"{measured.pod}; the plan predicted {measured.predicted_kv_cache_tokens:,} "
+            f"({measured.error_percent:+.1f}%); the budget (concurrency {spec.serving.concurrency}"
+            f" x maxModelLen {plan_status.max_model_len:,}) needs {budget_tokens:,}"
+        )
+        if measured.kv_cache_tokens >= budget_tokens:
+            st.set("KVCacheVerified", True, "AsPlanned", numbers)
+        else:
+            st.set(
+                "KVCacheVerified",
+                False,
+                "BelowBudget",
+                numbers + ": lower spec.serving.concurrency or maxModelLen, or raise "
+                "maxGpuMemoryUtilization",
+            )
+
+    observed = obs.leader_worker_set if multi_node else obs.deployment
+    ready, reason, message = _readiness(observed, spec.serving.replicas)
+    st.set("Ready", ready, reason, message)
+    available = obs.deployment.available_replicas if obs.deployment else 0
+    selector = ",".join(f"{k}={v}" for k, v in selector_labels(obs.name).items())
+    return finish(
+        "Ready" if ready else "Deploying",
+        endpoint=endpoint(obs.name, obs.namespace),
+        replicas=available,
+        selector=selector,
+    )
+
+
+def _measured(
+    obs: Observation, current: QuantizedModelStatus, plan: PlanStatus
+) -> MeasuredStatus | None:
+    """What vLLM reported, from the log just read, or kept from before for the same plan."""
+    if obs.vllm_log is not None:
+        pod, text = obs.vllm_log
+        kv = parse_vllm_log(text)
+        if kv is not None:
+            predicted = plan.kv_cache_tokens
+            error = (kv.kv_cache_tokens - predicted) / predicted * 100 if predicted else 0.0
+            return MeasuredStatus(
+                pod=pod,
+                kv_cache_tokens=kv.kv_cache_tokens,
+                kv_cache_gib=kv.kv_cache_gib,
+                max_concurrency=kv.max_concurrency,
+                predicted_kv_cache_tokens=predicted,
+                error_percent=round(error, 2),
+            )
+    before = current.plan.measured if current.plan else None
+    if before is not None and before.predicted_kv_cache_tokens == plan.kv_cache_tokens:
+        return before
+    return None
+
+
+def _set_validated(st: _Status, checked: Validation | None) -> None:
     if checked is None:
         st.set("Validated", True, "Supported", "the checkpoint matches the spec")
     elif checked.verdict == "slow":
@@ -365,66 +579,6 @@ def reconcile(
         )
     else:
         st.set("Validated", True, "FastKernel", f"loads on {checked.kernel}")
-
-    if artifact.architecture is None:
-        st.set("Planned", False, "NoArchitecture", "the report carries no architecture")
-        return finish("Failed", permanent=True)
-    arch = artifact.architecture
-    fmt = _weight_format(artifact)
-    if artifact.weight_breakdown is not None:
-        weights = artifact.weight_breakdown.to_breakdown()
-    else:
-        weights = estimate_weights(arch, fmt)
-    try:
-        plan = plan_spec(spec, arch, weights, fmt, gpu, checked.tp_filter if checked else None)
-    except (PlanError, ValueError) as exc:
-        st.set("Planned", False, "DoesNotFit" if isinstance(exc, PlanError) else "NoGPU", str(exc))
-        return finish("Failed", permanent=True)
-    plan_status = plan.to_status()
-    st.set(
-        "Planned",
-        True,
-        "Planned",
-        f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu.name}, "
-        f"gpu-memory-utilization {plan.gpu_memory_utilization:.2f}, "
-        f"{plan.kv_cache_tokens} KV tokens",
-    )
-    base = base.model_copy(update={"plan": plan_status})
-    if plan.pipeline_parallel_size > 1:
-        st.set(
-            "Deployed",
-            False,
-            "MultiNodeUnsupported",
-            "the plan needs pipeline parallelism across nodes, which needs a LeaderWorkerSet; "
-            "quantwise does not render one yet: lower spec.serving.maxNodes to 1 and reduce "
-            "the budget, or use bigger GPUs",
-        )
-        return finish("Failed", permanent=True)
-
-    subdir = artifact_dir(obs.name, spec) if spec.quantization.method != "none" else None
-    location = serving_location(spec, subdir)
-    dep = deployment(
-        obs.name, obs.namespace, spec, plan_status, location, settings.vllm_image, owner
-    )
-    svc = service(obs.name, obs.namespace, owner)
-    actions += [Action(kind="apply", body=dep), Action(kind="apply", body=svc)]
-    st.set(
-        "Deployed",
-        True,
-        "Applied",
-        f"Deployment {obs.name} serves {artifact.path} with TP={plan.tensor_parallel_size}",
-    )
-
-    ready, reason, message = _readiness(obs.deployment, spec.serving.replicas)
-    st.set("Ready", ready, reason, message)
-    available = obs.deployment.available_replicas if obs.deployment else 0
-    selector = ",".join(f"{k}={v}" for k, v in selector_labels(obs.name).items())
-    return finish(
-        "Ready" if ready else "Deploying",
-        endpoint=endpoint(obs.name, obs.namespace),
-        replicas=available,
-        selector=selector,
-    )
 
 
 def _artifact_location(name: str, spec: QuantizedModelSpec) -> str:

@@ -24,6 +24,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MODEL = "quantwise.dev/model"
 LABEL_ARTIFACT = "quantwise.dev/artifact"
+LABEL_ROLE = "quantwise.dev/role"  # leader or worker, in a LeaderWorkerSet
 
 
 def artifact_hash(spec: QuantizedModelSpec) -> str:

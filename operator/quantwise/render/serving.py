@@ -14,6 +14,7 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
 from quantwise.render.names import (
     LABEL_ARTIFACT,
+    LABEL_ROLE,
     common_labels,
     dns_label,
     selector_labels,
@@ -142,28 +143,13 @@ def _metadata(
     return meta
 
 
-def deployment(
-    name: str,
-    namespace: str,
+def _pod_spec(
     spec: QuantizedModelSpec,
-    plan: PlanStatus,
     location: ModelLocation,
-    image: str | None = None,
-    owner: dict[str, Any] | None = None,
-    quantization_flag: str | None = None,
-    node_selector: dict[str, str] | None = None,
+    container: dict[str, Any],
+    node_selector: dict[str, str] | None,
 ) -> dict[str, Any]:
-    """Return the vLLM Deployment (apps/v1) for a single-node plan.
-
-    ``owner`` is the ownerReference to the QuantizedModel; ``node_selector`` adds to
-    ``spec.serving.nodeSelector`` (the operator pins the planned GPU type with it).
-    """
-    if plan.pipeline_parallel_size > 1:
-        raise ValueError("a plan with pipeline parallelism spans nodes: render a LeaderWorkerSet")
-    labels = common_labels(name, "server")
-    if location.artifact:
-        labels[LABEL_ARTIFACT] = dns_label(location.artifact)
-    pod_labels = {**labels}
+    """A vLLM pod: ``container`` given its env, mounts and security; volumes; scheduling."""
     env: list[dict[str, Any]] = [
         {"name": "HOME", "value": CACHE_MOUNT},
         {"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"},
@@ -197,17 +183,30 @@ def deployment(
         env.append(
             {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
         )
-    probe_http = {"path": "/health", "port": "http"}
-    container: dict[str, Any] = {
-        "name": "vllm",
-        "image": image or spec.serving.image or DEFAULT_VLLM_IMAGE,
-        # The module path works in every vLLM image, whatever its ENTRYPOINT.
-        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
-        "args": vllm_args(name, spec, plan, location, quantization_flag),
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
-        "env": env,
-        "resources": _resources(spec, plan.tensor_parallel_size),
+    container = {
+        **container,
+        "env": env + list(container.get("env", [])),
         "volumeMounts": mounts,
+        "securityContext": container_security(),
+    }
+    selector = {**(spec.serving.node_selector or {}), **(node_selector or {})}
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 60,
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": volumes,
+        "tolerations": tolerations(spec.serving.tolerations),
+    }
+    if selector:
+        pod_spec["nodeSelector"] = selector
+    return pod_spec
+
+
+def _probes() -> dict[str, Any]:
+    probe_http = {"path": "/health", "port": "http"}
+    return {
         # Loading weights and capturing CUDA graphs can take many minutes: the startup probe
         # allows 30 minutes before liveness takes over.
         "startupProbe": {
@@ -228,20 +227,46 @@ def deployment(
             "timeoutSeconds": 10,
             "failureThreshold": 3,
         },
-        "securityContext": container_security(),
     }
-    selector = {**(spec.serving.node_selector or {}), **(node_selector or {})}
-    pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": 60,
-        "securityContext": pod_security(),
-        "containers": [container],
-        "volumes": volumes,
-        "tolerations": tolerations(spec.serving.tolerations),
+
+
+def _labels(name: str, location: ModelLocation) -> dict[str, str]:
+    labels = common_labels(name, "server")
+    if location.artifact:
+        labels[LABEL_ARTIFACT] = dns_label(location.artifact)
+    return labels
+
+
+def deployment(
+    name: str,
+    namespace: str,
+    spec: QuantizedModelSpec,
+    plan: PlanStatus,
+    location: ModelLocation,
+    image: str | None = None,
+    owner: dict[str, Any] | None = None,
+    quantization_flag: str | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return the vLLM Deployment (apps/v1) for a single-node plan.
+
+    ``owner`` is the ownerReference to the QuantizedModel; ``node_selector`` adds to
+    ``spec.serving.nodeSelector`` (the operator pins the planned GPU type with it).
+    """
+    if plan.pipeline_parallel_size > 1:
+        raise ValueError("a plan with pipeline parallelism spans nodes: render a LeaderWorkerSet")
+    labels = _labels(name, location)
+    container: dict[str, Any] = {
+        "name": "vllm",
+        "image": image or spec.serving.image or DEFAULT_VLLM_IMAGE,
+        # The module path works in every vLLM image, whatever its ENTRYPOINT.
+        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        "args": vllm_args(name, spec, plan, location, quantization_flag),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "resources": _resources(spec, plan.tensor_parallel_size),
+        **_probes(),
     }
-    if selector:
-        pod_spec["nodeSelector"] = selector
+    pod_spec = _pod_spec(spec, location, container, node_selector)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -255,20 +280,120 @@ def deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": {**labels}}, "spec": pod_spec},
         },
     }
 
 
-def service(name: str, namespace: str, owner: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the ClusterIP Service (v1) in front of the vLLM pods, port 8000."""
+LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
+RAY_PORT = 6379
+# The leader starts the Ray head, then execs vLLM, which places its TP x PP workers on the Ray
+# cluster and waits for the workers' nodes to join (vllm/executor/ray_utils.py: PG_WAIT_TIMEOUT,
+# 1800 s). The vLLM docs' LWS example does the same in a shell string; here the script is a
+# constant and vLLM's arguments (from the spec) follow it as positional parameters ("$@"),
+# so no value from the spec is ever parsed by the shell.
+LEADER_SCRIPT = f'ray start --head --port={RAY_PORT} --disable-usage-stats && exec vllm serve "$@"'
+
+
+def leader_worker_set(
+    name: str,
+    namespace: str,
+    spec: QuantizedModelSpec,
+    plan: PlanStatus,
+    location: ModelLocation,
+    image: str | None = None,
+    owner: dict[str, Any] | None = None,
+    quantization_flag: str | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Return the LeaderWorkerSet (sigs.k8s.io LWS) for a plan that spans nodes.
+
+    One group per replica, ``pipeline_parallel_size`` pods per group (one per node), each with
+    ``tensor_parallel_size`` GPUs. The leader runs the Ray head and ``vllm serve`` with
+    ``--distributed-executor-backend ray``; the workers join its Ray cluster (``ray start
+    --address=$(LWS_LEADER_ADDRESS)``, expanded by the kubelet, not a shell). The Service
+    selects the leaders only. The model volume must be readable from every node (a
+    ReadOnlyMany or ReadWriteMany claim).
+    """
+    if plan.pipeline_parallel_size < 2:
+        raise ValueError("a plan on one node is served by a Deployment")
+    labels = _labels(name, location)
+    image = image or spec.serving.image or DEFAULT_VLLM_IMAGE
+    resources = _resources(spec, plan.tensor_parallel_size)
+    args = vllm_args(name, spec, plan, location, quantization_flag)
+    leader: dict[str, Any] = {
+        "name": "vllm-leader",
+        "image": image,
+        "command": ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
+        "args": [
+            args[1],  # the model, positional for `vllm serve`
+            *args[2:],
+            "--distributed-executor-backend",
+            "ray",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
+        ],
+        "resources": resources,
+        **_probes(),
+    }
+    worker: dict[str, Any] = {
+        "name": "vllm-worker",
+        "image": image,
+        "command": [
+            "ray",
+            "start",
+            f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}",
+            "--block",
+            "--disable-usage-stats",
+        ],
+        "resources": resources,
+    }
+    leader_labels = {**labels, LABEL_ROLE: "leader"}
+    worker_labels = {**labels, LABEL_ROLE: "worker"}
+    return {
+        "apiVersion": LWS_API_VERSION,
+        "kind": "LeaderWorkerSet",
+        "metadata": _metadata(name, namespace, labels, owner),
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "startupPolicy": "LeaderCreated",
+            "rolloutStrategy": {
+                "type": "RollingUpdate",
+                "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "leaderWorkerTemplate": {
+                "size": plan.pipeline_parallel_size,
+                # A pod lost means the whole pipeline is broken: restart the group together.
+                "restartPolicy": "RecreateGroupOnPodRestart",
+                "leaderTemplate": {
+                    "metadata": {"labels": leader_labels},
+                    "spec": _pod_spec(spec, location, leader, node_selector),
+                },
+                "workerTemplate": {
+                    "metadata": {"labels": worker_labels},
+                    "spec": _pod_spec(spec, location, worker, node_selector),
+                },
+            },
+        },
+    }
+
+
+def service(
+    name: str, namespace: str, owner: dict[str, Any] | None = None, leaders_only: bool = False
+) -> dict[str, Any]:
+    """Return the ClusterIP Service (v1) in front of the vLLM pods (the leaders), port 8000."""
+    selector = selector_labels(name)
+    if leaders_only:
+        selector[LABEL_ROLE] = "leader"
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(name, namespace, common_labels(name, "server"), owner),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(name),
+            "selector": selector,
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }

@@ -2,8 +2,9 @@
 
 One model goes through its whole life against the real operator: its Job fails and is retried
 (the old Job deleted), the new Job succeeds, the Deployment and Service are applied (created),
-become available, are re-applied after a spec change and after a hand edit; the model is
-deleted. Every request the operator sent is recorded and turned into RBAC rules, which must
+become available, are re-applied after a spec change and after a hand edit; the plan then
+spans nodes (a LeaderWorkerSet replaces the Deployment, its leader's log is read) and comes
+back to one node; the model is deleted. Every request the operator sent is recorded and turned into RBAC rules, which must
 equal the rules the chart renders from :data:`quantwise.k8s.API_CALLS`: a verb the code uses
 and the chart does not grant fails here (it would fail with 403 in a cluster), and so does a
 verb the chart grants that nothing uses. No request touches a Secret.
@@ -16,12 +17,13 @@ from typing import Any
 import pytest
 from conftest import DEPLOYMENTS, JOBS, QM, eventually, objects, quiet
 from test_faults import condition, fast, make_available, phase
-from test_operator import BASE, create, finish_job, patch_spec
+from test_multinode import ACROSS_NODES, LWS, serving_pod
+from test_operator import BASE, create, finish_job, patch_spec, status
 from test_reconcile import report
 
 from quantwise.api.report import dump_report
 from quantwise.rbac import chart_rules
-from support.kmockx import ApiServerEmulator, operator_calls, rbac_rules
+from support.kmockx import ApiServerEmulator, operator_calls, patch_status, rbac_rules
 
 pytestmark = [pytest.mark.kmock(cls=ApiServerEmulator), pytest.mark.asyncio]
 
@@ -67,6 +69,18 @@ async def test_the_operator_calls_exactly_what_the_chart_grants(server: Any) -> 
         await eventually(
             lambda: objects(server, DEPLOYMENTS)["llama"]["spec"]["replicas"] == 1, timeout=10
         )
+        # Across nodes: a LeaderWorkerSet replaces the Deployment; its leader's log is read.
+        await patch_spec(server, {"serving": ACROSS_NODES})
+        lws = await eventually(lambda: objects(server, LWS).get("llama"))
+        await eventually(lambda: "llama" not in objects(server, DEPLOYMENTS))
+        labels = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["metadata"]["labels"]
+        await serving_pod(server, "llama-0", labels)
+        await patch_status(server, LWS, "ml", "llama",
+                           {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})  # fmt: skip
+        await eventually(lambda: status(server)["plan"].get("measured"))
+        # And back on one node: the LeaderWorkerSet goes.
+        await patch_spec(server, {"serving": {"gpu": {"product": "H100-80GB"}, "maxNodes": 2}})
+        await eventually(lambda: "llama" not in objects(server, LWS))
         resp = await server.delete(f"{BASE}/llama")
         assert resp.status < 300
         await eventually(lambda: "llama" not in objects(server, QM))
