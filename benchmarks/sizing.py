@@ -68,7 +68,7 @@ def _text(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def vllm_kv_bytes_per_token(config: dict[str, Any], tp: int) -> int:
-    """vLLM's KV bytes per token on one GPU (all its layers), from the raw config (see top)."""
+    """VLLM's KV bytes per token on one GPU (all its layers), from the raw config (see top)."""
     cfg = _text(config)
     layers = int(cfg["num_hidden_layers"])
     dtype_bytes = 2  # bf16/fp16 cache ("auto"); vLLM serves fp32 checkpoints in 16 bits
@@ -107,10 +107,12 @@ class Row:
 
     @property
     def kv_per_token_error(self) -> int:
+        """Predicted - vLLM's KV bytes per token."""
         return self.kv_per_token - self.kv_per_token_vllm
 
     @property
     def kv_tokens_error(self) -> int | None:
+        """Predicted - vLLM's KV tokens (None where not comparable)."""
         if self.kv_tokens is None or self.kv_tokens_vllm is None:
             return None
         return self.kv_tokens - self.kv_tokens_vllm
@@ -164,7 +166,7 @@ def summary(values: list[int]) -> str:
 def render(table: list[Row], markdown: bool) -> str:
     """The table, one line per model x format x TP (the GPU changes only the fit column)."""
     lines: list[str] = []
-    header = ["model", "kind", "weights", "TP", "weight GiB/GPU", "fits on",
+    header = ["model", "kind", "weights", "TP", "weight GiB/GPU", "weights fit on",
               "KV B/token", "vLLM", "err", "KV tokens @10GiB", "vLLM", "err"]  # fmt: skip
     if markdown:
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

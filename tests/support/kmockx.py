@@ -28,7 +28,8 @@ with one that behaves like kube-apiserver where operators notice the difference:
 
 Still not a real server: no validation or defaulting, strategic-merge patches are plain merge
 patches (lists replaced), SSA does not remove fields the manager stopped applying, no field
-ownership conflicts, no label/field selectors, no garbage collector, no deletecollection.
+ownership conflicts, equality-based label selectors on lists only (not on watches), no field
+selectors, no garbage collector, no deletecollection.
 """
 
 from __future__ import annotations
@@ -117,6 +118,39 @@ def object_url(
 
 
 # ----- requests as Kubernetes API calls (for RBAC checks) -----
+
+
+def label_selector(text: str) -> Any:
+    """A predicate on labels for a ``labelSelector`` of ``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``
+    terms (the equality-based forms; set-based ``in``/``notin`` are refused)."""
+    terms: list[tuple[str, str, str | None]] = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        if " in " in term or " notin " in term:
+            raise ValueError(f"set-based label selectors are not emulated: {term!r}")
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            terms.append(("!=", key.strip(), value.strip()))
+        elif "=" in term:
+            key, value = term.replace("==", "=").split("=", 1)
+            terms.append(("=", key.strip(), value.strip()))
+        elif term.startswith("!"):
+            terms.append(("absent", term[1:].strip(), None))
+        else:
+            terms.append(("present", term, None))
+
+    def matches(labels: dict[str, str]) -> bool:
+        for op, key, value in terms:
+            if op == "=" and labels.get(key) != value:
+                return False
+            if op == "!=" and labels.get(key) == value:
+                return False
+            if op == "absent" and key in labels:
+                return False
+            if op == "present" and key not in labels:
+                return False
+        return True
+
+    return matches
 
 
 class ApiCall(NamedTuple):
@@ -694,12 +728,14 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     async def _serve_list(self, request: Any) -> Any:
         if not any(res == request.resource for res in self._get_resources()):
             raise kmock.KubernetesResourceNotFoundError()
+        selector = label_selector(str(request.params.get("labelSelector") or ""))
         async with self._lock:
             items = [
                 obj.raw
                 for (res, ns, name), obj in self._objects.items()
                 if res == request.resource and not obj.deleted
                 if self._matching(request, ns, name)
+                if selector((obj.raw.get("metadata") or {}).get("labels") or {})
             ]
             rv = str(self._rv)
         return {
