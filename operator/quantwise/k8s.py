@@ -54,7 +54,11 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
     ApiCall("", "services", ("create", "patch")),
     ApiCall("", "events", ("create",)),
-    ApiCall("leaderworkerset.x-k8s.io", "leaderworkersets", ("get", "create", "patch", "delete")),
+    ApiCall(
+        "leaderworkerset.x-k8s.io",
+        "leaderworkersets",
+        ("get", "list", "watch", "create", "patch", "delete"),
+    ),
     # GPU inventory: Kopf indexes the nodes that GPU Feature Discovery labelled.
     ApiCall("", "nodes", ("list", "watch"), cluster_scoped=True),
 )

@@ -209,7 +209,7 @@ def observe(rt: Runtime, body: dict[str, Any]) -> Observation:
     plan = (body.get("status") or {}).get("plan") or {}
     lws_installed: bool | None = None
     lws: dict[str, Any] | None = None
-    if (plan.get("pipelineParallelSize") or 1) > 1 or _needs_lws(spec, body):
+    if (plan.get("pipelineParallelSize") or 1) > 1 or _needs_lws(spec):
         lws_installed = rt.lws_installed()
         if lws_installed:
             lws = kube.get_leader_worker_set(namespace, name)
@@ -266,7 +266,7 @@ def read_vllm_log(rt: Runtime, namespace: str, name: str, leaders: bool) -> tupl
     return None
 
 
-def _needs_lws(spec: QuantizedModelSpec | None, body: dict[str, Any]) -> bool:
+def _needs_lws(spec: QuantizedModelSpec | None) -> bool:
     """Whether a plan may span nodes: then the operator must know if LWS is installed."""
     return spec is not None and spec.serving.max_nodes > 1
 
@@ -409,6 +409,9 @@ def _owner(body: kopf.Body) -> str | None:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: "quantwise"})
 @kopf.on.event("apps", "v1", "deployments", labels={LABEL_MANAGED_BY: "quantwise"})
+# Kopf serves this only where the LeaderWorkerSet CRD is installed (else it warns and goes on;
+# the drift check still follows the model).
+@kopf.on.event(LWS_GROUP, LWS_VERSION, "leaderworkersets", labels={LABEL_MANAGED_BY: "quantwise"})
 def child_changed(
     body: kopf.Body,
     event: kopf.RawEvent,
@@ -417,9 +420,10 @@ def child_changed(
     logger: kopf.Logger,
     **_: Any,
 ) -> None:
-    """A model's Job or Deployment changed: reconcile the model that owns it.
+    """A model's Job, Deployment or LeaderWorkerSet changed: reconcile the model that owns it.
 
-    Jobs start, finish, fail or are deleted; Deployments gain or lose available replicas.
+    Jobs start, finish, fail or are deleted; Deployments and LeaderWorkerSets gain or lose
+    ready replicas.
     """
     owner = _owner(body)
     if owner is None or namespace is None:
