@@ -14,8 +14,11 @@ independently from the raw config.json (not through quantwise's parser):
   vllm/v1/core/kv_cache_utils.py) for models without sliding-window layers (vLLM's hybrid
   allocator sizes those differently; n/a there).
 
-Rows of ``benchmarks/data/measured.csv`` (vLLM start-up logs: "GPU KV cache size: N tokens")
-are compared too. Run: ``python -m benchmarks.sizing [--markdown]``.
+Rows of ``benchmarks/data/measured.csv`` (real vLLM start-ups: "Available KV cache memory: X
+GiB", "GPU KV cache size: N tokens", from public logs, each with its source) are compared too:
+the KV tokens quantwise derives from the logged memory (the KV layout), and the KV memory its
+planner predicts for the run (the whole memory model). Run: ``python -m benchmarks.sizing
+[--markdown]``; it exits 1 when a KV error is not 0 or a measured run contradicts quantwise.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from quantwise.planning.architecture import architecture_from_config
-from quantwise.planning.gpus import GIB, lookup_gpu
+from quantwise.planning.gpus import GIB, UnknownGPUError, lookup_gpu
 from quantwise.planning.kvcache import BLOCK_SIZE_TOKENS, kv_bytes_per_token, kv_cache_tokens
-from quantwise.planning.planner import tp_blockers
+from quantwise.planning.memory import default_max_num_batched_tokens, estimate_overhead
+from quantwise.planning.planner import DEFAULT_MAX_NUM_SEQS, tp_blockers
 from quantwise.planning.weights import UNQUANTIZED, WeightFormat, estimate_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +159,135 @@ def measured_rows(path: Path = MEASURED) -> list[dict[str, str]]:
         return [r for r in csv.DictReader(f) if r.get("measured_kv_tokens")]
 
 
+# The weight formats of measured checkpoints (``weights`` column): INT8 and FP8 are one byte a
+# weight, per-channel scales; ``fp16`` is ``bf16``'s size.
+MEASURED_FORMATS: dict[str, WeightFormat] = {**FORMATS, "fp16": UNQUANTIZED}
+# vLLM prints "Available KV cache memory: X GiB" with two decimals (vllm/v1/worker/gpu_worker.py).
+LOGGED_GIB_STEP = 0.01
+
+
+@dataclass
+class Measured:
+    """One real vLLM start-up next to quantwise's numbers for it."""
+
+    row: dict[str, str]
+    tokens: int
+    tokens_measured: int
+    rounding_tokens: int
+    kv_memory_bytes: int | None
+    kv_memory_measured_bytes: int
+
+    @property
+    def stages(self) -> int:
+        """Pipeline stages: vLLM logs stage 0's memory but sizes by the smallest stage."""
+        return int(self.row["pp"] or 1)
+
+    @property
+    def tokens_error_percent(self) -> float:
+        """Predicted - measured KV tokens, in percent of measured."""
+        return 100 * (self.tokens - self.tokens_measured) / self.tokens_measured
+
+    @property
+    def within_rounding(self) -> bool:
+        """True when the error is no more than the two-decimal GiB of the log can explain."""
+        return abs(self.tokens - self.tokens_measured) <= self.rounding_tokens
+
+    @property
+    def kv_memory_error_percent(self) -> float | None:
+        """Planner's KV memory - vLLM's, in percent of vLLM's (negative: memory left unused)."""
+        if self.kv_memory_bytes is None:
+            return None
+        return (
+            100
+            * (self.kv_memory_bytes - self.kv_memory_measured_bytes)
+            / (self.kv_memory_measured_bytes)
+        )
+
+
+def measure(row: dict[str, str]) -> Measured:
+    """Quantwise's KV tokens for the logged KV memory, and its own KV memory for the run.
+
+    The tokens check the KV layout (bytes per token, blocks) against vLLM; the memory checks
+    the planner's whole memory model (weights + activations + runtime + CUDA graphs), which
+    should leave vLLM more KV memory than planned, never less.
+    """
+    config = json.loads((MODELS / row["model"] / "config.json").read_text())
+    arch = architecture_from_config(config)
+    tp, pp = int(row["tp"]), int(row["pp"] or 1)
+    dtype = row.get("kv_cache_dtype") or "auto"
+    logged = int(float(row["available_kv_gib"]) * GIB)
+    per_token = kv_bytes_per_token(arch, tp, dtype, pp)
+    # Half a step of the printed GiB either way, plus the 16-token block it may tip over.
+    rounding = int(LOGGED_GIB_STEP / 2 * GIB / per_token) + BLOCK_SIZE_TOKENS
+    kv_memory: int | None = None
+    try:
+        gpu = lookup_gpu(row["gpu"])
+    except UnknownGPUError:
+        gpu = None  # not in the catalog: the tokens still compare
+    if gpu is not None and row.get("gpu_memory_utilization") and row.get("weights"):
+        weights = estimate_weights(arch, MEASURED_FORMATS[row["weights"]])
+        overhead = estimate_overhead(
+            arch, tp, pp, default_max_num_batched_tokens(gpu.memory_bytes, gpu.name),
+            DEFAULT_MAX_NUM_SEQS,
+        )  # fmt: skip
+        cap = gpu.memory_bytes * float(row["gpu_memory_utilization"])
+        kv_memory = int(cap) - weights.per_gpu_bytes(arch, tp, pp) - overhead.total_bytes
+    return Measured(
+        row=row,
+        tokens=kv_cache_tokens(arch, tp, logged, dtype, pp),
+        tokens_measured=int(row["measured_kv_tokens"]),
+        rounding_tokens=rounding,
+        kv_memory_bytes=kv_memory,
+        kv_memory_measured_bytes=logged,
+    )
+
+
+def render_measured(table: list[Measured], markdown: bool) -> str:
+    """One line per measured run."""
+    header = ["checkpoint", "weights", "GPU", "TP x PP", "KV dtype", "vLLM",
+              "KV tokens from logged GiB", "measured", "err %", "in log rounding",
+              "planner KV GiB", "logged", "err %"]  # fmt: skip
+    lines = (
+        ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        if markdown
+        else ["  ".join(header)]
+    )
+    for m in table:
+        r = m.row
+        memory_error = m.kv_memory_error_percent
+        cells = [
+            r["checkpoint"], r["weights"], r["gpu"], f"{r['tp']} x {r['pp'] or 1}",
+            r.get("kv_cache_dtype") or "auto",
+            r["vllm_version"] or "n/a", f"{m.tokens:,}", f"{m.tokens_measured:,}",
+            f"{m.tokens_error_percent:+.3f}",
+            "yes" if m.within_rounding else ("no (PP: stage 0's GiB)" if m.stages > 1 else "no"),
+            "n/a" if m.kv_memory_bytes is None else f"{m.kv_memory_bytes / GIB:.2f}",
+            f"{m.kv_memory_measured_bytes / GIB:.2f}",
+            "n/a" if memory_error is None else f"{memory_error:+.1f}",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |" if markdown else "  ".join(cells))
+    return "\n".join(lines)
+
+
+def measured_failures(table: list[Measured]) -> list[str]:
+    """Runs that contradict quantwise.
+
+    A KV layout off by more than the log's rounding (single-stage runs), or the planner promising
+    more KV memory than vLLM found.
+    """
+    failures: list[str] = []
+    for m in table:
+        name = f"{m.row['checkpoint']} TP{m.row['tp']} PP{m.stages} ({m.row['source']})"
+        if m.stages == 1 and not m.within_rounding:
+            failures.append(f"{name}: KV tokens {m.tokens} vs measured {m.tokens_measured}")
+        if m.kv_memory_bytes is not None and m.kv_memory_bytes > m.kv_memory_measured_bytes:
+            failures.append(
+                f"{name}: planner's KV memory {m.kv_memory_bytes / GIB:.2f} GiB exceeds vLLM's "
+                f"{m.kv_memory_measured_bytes / GIB:.2f} GiB"
+            )
+    return failures
+
+
 def summary(values: list[int]) -> str:
     """Mean and max of absolute errors."""
     if not values:
@@ -203,19 +336,33 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(table)} rows, {len({r.model for r in table})} models ({', '.join(kinds)})")
     print(f"KV bytes per token, error vs vLLM's formula: {summary(per_token)}")
     print(f"KV tokens at 10 GiB, error vs vLLM's formula: {summary(tokens)}")
-    measured = measured_rows()
+    measured = [measure(r) for r in measured_rows()]
+    failures = measured_failures(measured)
     if measured:
-        errors = []
-        for m in measured:
-            config = json.loads((MODELS / m["model"] / "config.json").read_text())
-            arch = architecture_from_config(config)
-            memory = int(float(m["available_kv_gib"]) * GIB)
-            predicted = kv_cache_tokens(arch, int(m["tp"]), memory, pp=int(m["pp"] or 1))
-            errors.append(predicted - int(m["measured_kv_tokens"]))
-        print(f"KV tokens vs {len(measured)} measured vLLM runs: {summary(errors)}")
+        print()
+        print(render_measured(measured, args.markdown))
+        print()
+        one_stage = [m for m in measured if m.stages == 1]
+        worst = max(abs(m.tokens_error_percent) for m in one_stage) if one_stage else 0.0
+        inside = sum(m.within_rounding for m in one_stage)
+        print(
+            f"KV tokens from the logged KV memory vs {len(measured)} measured vLLM runs: "
+            f"{inside} of {len(one_stage)} single-stage runs within the log's rounding "
+            f"(max |error| {worst:.3f} %)"
+        )
+        memory = [pct for m in measured if (pct := m.kv_memory_error_percent) is not None]
+        if memory:
+            print(
+                f"Planner's KV memory vs vLLM's on {len(memory)} runs on catalog GPUs: "
+                f"{min(memory):+.1f} % to {max(memory):+.1f} %, "
+                f"mean {statistics.fmean(memory):+.1f} % "
+                "(negative: memory the plan leaves unused; positive would over-promise)"
+            )
+        for failure in failures:
+            print(f"CONTRADICTED: {failure}")
     else:
         print(f"Measured vLLM runs: none yet ({MEASURED.relative_to(ROOT)} holds the columns)")
-    return 0 if all(e == 0 for e in per_token) else 1
+    return 0 if all(e == 0 for e in per_token) and not failures else 1
 
 
 if __name__ == "__main__":
