@@ -315,7 +315,7 @@ def _kernel_tp_filter(
         QuantizationConfigError,
         parse_quantization_config,
     )
-    from quantwise.quantization.validate import marlin_tp_blocker, validate, vllm_version
+    from quantwise.quantization.validate import validate, vllm_version
 
     q = spec.quantization
     try:
@@ -339,7 +339,7 @@ def _kernel_tp_filter(
     verdict = validate(quant, gpu, vllm_version(spec.serving.image, spec.serving.vllm_version))
     if not verdict.marlin_shapes:
         return None
-    return lambda tp: marlin_tp_blocker(arch, quant, tp)
+    return lambda tp: verdict.tp_blocker(arch, quant, tp)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

@@ -71,7 +71,8 @@ def test_every_fixture_gets_a_verdict_everywhere(path: Path) -> None:
 EXPECTED = [
     ("TheBloke--zephyr-7B-alpha-AWQ", "A100-80GB", (0, 33), "fast", "Marlin"),
     ("TheBloke--zephyr-7B-alpha-AWQ", "T4", (0, 11), "slow", "AWQ GEMM"),
-    ("solidrust--Meta-Llama-3-8B-AWQ", "H100-80GB", (0, 20), "fast", "Marlin"),
+    ("solidrust--Meta-Llama-3-8B-AWQ", "H100-80GB", (0, 20), "fast", "Machete"),  # zero points uint4
+    ("solidrust--Meta-Llama-3-8B-AWQ", "H100-80GB", (0, 11), "fast", "Marlin"),
     ("TheBloke--Llama-2-13B-chat-GPTQ", "H100-80GB", (0, 33), "fast", "Machete"),
     ("TheBloke--Llama-2-13B-chat-GPTQ", "A10G", (0, 20), "fast", "Marlin"),
     ("TheBloke--Wizard-Vicuna-30B-Uncensored-GPTQ", "A100-80GB", (0, 20), "fast", "Marlin"),
@@ -86,7 +87,8 @@ EXPECTED = [
     ("deepseek-ai--DeepSeek-V3", "T4", (0, 11), "unsupported", None),
     ("nvidia--Llama-3.1-70B-Instruct-FP8", "L4", (0, 33), "fast", "FP8 tensor cores (CUTLASS)"),
     ("nvidia--Qwen3-235B-A22B-NVFP4", "H100-80GB", (0, 33), "slow", "FP4 Marlin (weight-only)"),
-    ("nvidia--Qwen3-235B-A22B-NVFP4", "H100-80GB", (0, 11), "unsupported", None),
+    ("nvidia--Qwen3-235B-A22B-NVFP4", "H100-80GB", (0, 11), "slow", "FP4 Marlin (weight-only)"),  # modelopt.py: 8.0
+    ("nvidia--Qwen3-235B-A22B-NVFP4", "T4", (0, 11), "unsupported", None),
     ("Hlias11--Storm3BStudent", "A10G", (0, 20), "slow", "bitsandbytes"),
     ("Hlias11--Storm3BStudent", "A10G", (0, 33), "unsupported", None),
 ]  # fmt: skip

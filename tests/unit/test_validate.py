@@ -27,13 +27,30 @@ CT_ACT_GROUP = json.loads(json.dumps(W4A16))
 CT_ACT_GROUP["config_groups"]["group_0"]["weights"]["actorder"] = "group"
 BNB = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
 
+
+def ct_wna16(**weights: Any) -> dict[str, Any]:
+    """A compressed-tensors W4A16 config with some weight arguments changed."""
+    qc = json.loads(json.dumps(W4A16))
+    qc["config_groups"]["group_0"]["weights"].update(weights)
+    return qc
+
+
+W3A16 = ct_wna16(num_bits=3)
+W8A16_ASYM = ct_wna16(num_bits=8, symmetric=False)
+W4A8 = {"quant_method": "compressed-tensors", "format": "int-quantized", "config_groups": {"g": {"weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 128}, "input_activations": {"num_bits": 8, "type": "float", "strategy": "token", "dynamic": True, "symmetric": True}}}}  # fmt: skip
+W4A8_G64 = json.loads(json.dumps(W4A8))
+W4A8_G64["config_groups"]["g"]["weights"]["group_size"] = 64
+
 # (config, GPU, vLLM) -> (verdict, kernel)
 CASES: list[tuple[str, dict[str, Any], str, str, str, str | None]] = [
     ("awq", AWQ, "A100-80GB", "0.33", "fast", "Marlin"),
     ("awq", AWQ, "H100-80GB", "0.11", "fast", "Marlin"),
     ("awq", AWQ, "T4", "0.11", "slow", "AWQ GEMM"),
     ("awq", AWQ, "T4", "0.33", "fast", "Marlin"),  # Marlin runs on Turing from 0.20.
-    ("awq 8-bit", {**AWQ, "bits": 8}, "A100-80GB", "0.11", "fast", "Marlin"),
+    # Each row below was checked against the vLLM 0.11.0 / 0.20.0 / 0.33.0 wheels' sources.
+    ("awq 8-bit", {**AWQ, "bits": 8}, "A100-80GB", "0.11", "unsupported", None),
+    ("awq", AWQ, "H100-80GB", "0.20", "fast", "Machete"),  # The picker, zero points uint4.
+    ("awq no zero point", {**AWQ, "zero_point": False}, "A100-80GB", "0.33", "slow", "AWQ GEMM"),
     ("awq 8-bit", {**AWQ, "bits": 8}, "A100-80GB", "0.33", "unsupported", None),
     ("awq", AWQ, "A10G", "0.20", "fast", "Marlin"),
     ("gptq", GPTQ, "H100-80GB", "0.33", "fast", "Machete"),
@@ -48,7 +65,16 @@ CASES: list[tuple[str, dict[str, Any], str, str, str, str | None]] = [
     ("gptq asym", GPTQ_ASYM, "A100-80GB", "0.33", "unsupported", None),
     ("w4a16", W4A16, "H100-80GB", "0.33", "fast", "Machete"),
     ("w4a16", W4A16, "A100-80GB", "0.33", "fast", "Marlin"),
-    ("w4a16", W4A16, "T4", "0.33", "unsupported", None),
+    ("w4a16", W4A16, "T4", "0.33", "fast", "Marlin"),  # The scheme needs 7.5 from 0.20.
+    ("w4a16", W4A16, "T4", "0.11", "unsupported", None),  # 8.0 in 0.11.
+    ("w4a16", W4A16, "H100-80GB", "0.11", "fast", "Machete"),
+    ("w3a16", W3A16, "A100-80GB", "0.20", "unsupported", None),
+    ("w3a16", W3A16, "A100-80GB", "0.33", "slow", "Humming"),
+    ("w8a16 asym", W8A16_ASYM, "A100-80GB", "0.20", "unsupported", None),  # Marlin zp: uint4.
+    ("w8a16 asym", W8A16_ASYM, "H100-80GB", "0.20", "fast", "Machete"),
+    ("w8a16 asym", W8A16_ASYM, "A100-80GB", "0.33", "slow", "Humming"),
+    ("w4a8", W4A8, "H100-80GB", "0.11", "fast", "CUTLASS W4A8"),
+    ("w4a8 g64", W4A8_G64, "H100-80GB", "0.33", "unsupported", None),
     ("w4a16 actorder group", CT_ACT_GROUP, "A100-80GB", "0.20", "fast", "Marlin"),
     ("w4a16 actorder group", CT_ACT_GROUP, "A100-80GB", "0.33", "unsupported", None),
     ("int8", INT8, "T4", "0.33", "fast", "CUTLASS W8A8"),
@@ -85,12 +111,23 @@ def test_findings_name_the_field_and_the_fix() -> None:
         for f in result.findings
     )
     bnb = validate(parse_quantization_config(BNB), lookup_gpu("A10G"), (0, 33))
-    assert (
-        "plugin" in bnb.findings[0].message
-        and bnb.findings[0].field == "quantization_config.quant_method"
+    assert bnb.findings[0].field == "quantization_config.quant_method"
+    assert "no longer loads bitsandbytes" in bnb.findings[0].message  # No plugin replaces it.
+    assert "older vLLM" in bnb.findings[0].message
+    sym_awq = validate(parse_quantization_config({**AWQ, "zero_point": False}), lookup_gpu("A100-80GB"), (0, 33))  # fmt: skip
+    assert any(
+        f.field == "quantization_config.zero_point" and f.severity == "warning"
+        for f in sym_awq.findings
     )
+    humming = validate(parse_quantization_config(W3A16), lookup_gpu("L4"), (0, 33))
+    assert any("Humming" in f.message and "4-bit" in f.message for f in humming.findings)
     t4 = validate(parse_quantization_config(AWQ), lookup_gpu("T4"), (0, 11))
     assert any("compute capability >= 8.0; T4 has 7.5" in f.message for f in t4.findings)
+    # A Hopper-only kernel is no advice for a T4, unless nothing else could load the checkpoint.
+    assert not any("Machete" in f.message for f in t4.findings)
+    w4a8 = validate(parse_quantization_config(W4A8), lookup_gpu("A100-80GB"), (0, 33))
+    assert w4a8.verdict == "unsupported"
+    assert any("CUTLASS W4A8 needs compute capability >= 9.0" in f.message for f in w4a8.findings)
 
 
 def test_vllm_version_from_the_image_tag_with_override() -> None:
@@ -110,6 +147,17 @@ def test_marlin_shapes_per_tp() -> None:
     q = parse_quantization_config(GPTQ)
     assert marlin_tp_blocker(arch, q, 4) is None
     assert "not a multiple of 128" in str(marlin_tp_blocker(arch, q, 8))
+    # vLLM 0.33 pads tiles: 18944 / 8 = 2368 loads, but a 128-group split across ranks does not.
+    assert marlin_tp_blocker(arch, q, 8, pads_tiles=True) is not None
+    assert "split across tensor-parallel ranks" in str(
+        marlin_tp_blocker(arch, q, 8, pads_tiles=True)
+    )
+    g64 = parse_quantization_config({**GPTQ, "group_size": 64})
+    assert marlin_tp_blocker(arch, g64, 8, pads_tiles=True) is None
+    assert marlin_tp_blocker(arch, g64, 8) is not None
+    verdict = validate(q, lookup_gpu("A100-80GB"), (0, 33), arch)
+    assert verdict.marlin_shapes and verdict.marlin_pads_tiles
+    assert verdict.tp_blocker(arch, q, 8) is not None and verdict.tp_blocker(arch, q, 4) is None
 
 
 def test_cli_validate_awq_json_and_exit_codes(
@@ -118,7 +166,9 @@ def test_cli_validate_awq_json_and_exit_codes(
     model = ROOT / "examples" / "models" / "hugging-quants--Meta-Llama-3.1-8B-Instruct-AWQ-INT4"
     assert main(["validate", str(model), "--gpu", "H100-80GB", "-o", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["verdict"], data["kernel"]) == ("fast", "Marlin")
+    assert (data["verdict"], data["kernel"]) == ("fast", "Machete")
+    assert main(["validate", str(model), "--gpu", "A100-80GB", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["kernel"] == "Marlin"
     assert main(["validate", str(model / "config.json"), "--gpu", "T4", "--vllm", "0.11"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("SLOW:") and "AWQ GEMM" in out and "T4 has 7.5" in out

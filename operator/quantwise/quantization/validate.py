@@ -18,7 +18,7 @@ from quantwise.quantization.matrix import (
     MARLIN_MIN_THREAD_K,
     MARLIN_MIN_THREAD_N,
     MARLIN_PADS_FROM,
-    PLUGIN_ONLY_FROM,
+    REMOVED,
     Rule,
     rules_for,
 )
@@ -49,8 +49,16 @@ class Verdict:
     method: str
     findings: list[Finding] = field(default_factory=list)
     rule: Rule | None = None
-    # True when the kernel needs Marlin's shard shapes (a TP size can be ruled out by them).
+    # True when the kernel is Marlin, whose shard shapes can rule out a TP size.
     marlin_shapes: bool = False
+    # True from the vLLM release on that pads shapes Marlin cannot tile (only groups matter).
+    marlin_pads_tiles: bool = False
+
+    def tp_blocker(self, arch: Architecture, q: CheckpointQuantization, tp: int) -> str | None:
+        """Why this kernel cannot run ``arch`` at tensor parallel ``tp`` (None: it can)."""
+        if not self.marlin_shapes:
+            return None
+        return marlin_tp_blocker(arch, q, tp, pads_tiles=self.marlin_pads_tiles)
 
     def to_json(self) -> dict[str, Any]:
         """The verdict as ``quantwise validate --output json`` prints it."""
@@ -143,6 +151,15 @@ def _mismatches(
                 "error",
             )
         )
+    if rule.zero_points_only and q.symmetric:
+        out.append(
+            Finding(
+                "quantization_config.zero_point",
+                f"{rule.kernel} takes {rule.scheme} weights with zero points only "
+                "(zero_point: true)",
+                "error",
+            )
+        )
     if rule.symmetric_only and not q.symmetric:
         out.append(
             Finding(
@@ -183,13 +200,20 @@ def validate(
     ]
     if q.scheme == "none":
         return Verdict("fast", "unquantized (16-bit)", method, findings)
-    if q.scheme in PLUGIN_ONLY_FROM and version >= PLUGIN_ONLY_FROM[q.scheme]:
+    removed = REMOVED.get(q.scheme)
+    if removed is not None and version >= removed.version:
+        where = (
+            f"loads {q.quant_method} only through an out-of-tree plugin, {removed.plugin}: "
+            "install it in the serving image"
+            if removed.plugin
+            else f"no longer loads {q.quant_method} checkpoints (removed in "
+            f"{_version(removed.version)}, no plugin replaces it): serve with an older vLLM "
+            "(spec.serving.vllmVersion and image)"
+        )
         findings.append(
             Finding(
                 "quantization_config.quant_method",
-                f"vLLM {_version(version)} "
-                f"loads {q.quant_method} only through an out-of-tree plugin: install "
-                "it in the serving image, or quantize with awq or gptq instead",
+                f"vLLM {_version(version)} {where}, or quantize with awq or gptq instead",
                 "error",
             )
         )
@@ -201,10 +225,17 @@ def validate(
         )
         return Verdict("unsupported", None, method, findings)
     near_misses: list[Finding] = []
+    # Kernels of one GPU generation only (Machete, CUTLASS W4A8 on Hopper) are no advice for
+    # another GPU: their reasons are kept aside and said only when nothing loads.
+    other_generation: list[Finding] = []
     for rule in candidates:
         problems = _mismatches(rule, q, gpu, version)
         if problems:
-            near_misses += [p for p in problems if p not in near_misses]
+            elsewhere = rule.max_capability is not None and not (
+                rule.min_capability <= gpu.compute_capability <= rule.max_capability
+            )
+            bucket = other_generation if elsewhere else near_misses
+            bucket += [p for p in problems if p not in bucket]
             continue
         if rule.speed == "slow":
             findings += [
@@ -212,43 +243,49 @@ def validate(
             ]
             if rule.note:
                 findings.append(Finding("gpu", rule.note, "warning"))
-        shapes = rule.marlin_shapes and version < MARLIN_PADS_FROM
-        if arch is not None and shapes:
-            findings += marlin_shape_findings(arch, q)
-        return Verdict(rule.speed, rule.kernel, method, findings, rule, shapes)
-    findings += near_misses
+        pads = version >= MARLIN_PADS_FROM
+        if arch is not None and rule.marlin_shapes:
+            findings += marlin_shape_findings(arch, q, pads_tiles=pads)
+        return Verdict(rule.speed, rule.kernel, method, findings, rule, rule.marlin_shapes, pads)
+    findings += near_misses or other_generation
     return Verdict("unsupported", None, method, findings)
 
 
-def marlin_shape_findings(arch: Architecture, q: CheckpointQuantization) -> list[Finding]:
+def marlin_shape_findings(
+    arch: Architecture, q: CheckpointQuantization, pads_tiles: bool = False
+) -> list[Finding]:
     """Findings when even TP=1 shapes do not suit Marlin (see :func:`marlin_tp_blocker`)."""
-    reason = marlin_tp_blocker(arch, q, 1)
+    reason = marlin_tp_blocker(arch, q, 1, pads_tiles=pads_tiles)
     return [Finding("config.json", reason, "error")] if reason else []
 
 
-def marlin_tp_blocker(arch: Architecture, q: CheckpointQuantization, tp: int) -> str | None:
+def marlin_tp_blocker(
+    arch: Architecture, q: CheckpointQuantization, tp: int, pads_tiles: bool = False
+) -> str | None:
     """Why Marlin cannot run ``arch`` at tensor parallel ``tp`` (None: it can).
 
     Each rank's shard must have an output size divisible by 64 (column-parallel layers) and an
     input size divisible by 128 (row-parallel layers): marlin_utils.py,
-    check_marlin_supports_shape.
+    check_marlin_supports_shape. From vLLM 0.33 Marlin pads such shapes (``pads_tiles``), but a
+    quantization group split across two ranks still fails to load.
     """
     inter = arch.moe_intermediate_size if arch.is_moe else arch.intermediate_size
     inter = inter or arch.intermediate_size
     if inter % tp:
         return f"the MLP width {inter} does not divide by TP={tp}"
     shard = inter // tp
-    if shard % MARLIN_MIN_THREAD_N:
+    if not pads_tiles and shard % MARLIN_MIN_THREAD_N:
         return (
             f"the MLP shard {inter}/{tp}={shard} is not a multiple of {MARLIN_MIN_THREAD_N} "
             "(Marlin)"
         )
-    if shard % MARLIN_MIN_THREAD_K:
+    if not pads_tiles and shard % MARLIN_MIN_THREAD_K:
         return (
             f"the down_proj input shard {shard} is not a multiple of {MARLIN_MIN_THREAD_K} (Marlin)"
         )
     if q.group_size and q.group_size > 0 and shard % q.group_size:
         return (
-            f"the down_proj input shard {shard} is not a multiple of the group size {q.group_size}"
+            f"the down_proj input shard {shard} is not a multiple of the group size "
+            f"{q.group_size}: a quantization group would be split across tensor-parallel ranks"
         )
     return None

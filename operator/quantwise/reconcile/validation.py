@@ -8,7 +8,7 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus
 from quantwise.planning.gpus import GPU
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
-from quantwise.quantization.validate import marlin_tp_blocker, validate, vllm_version
+from quantwise.quantization.validate import validate, vllm_version
 from quantwise.reconcile.core import Validation, Validator
 
 
@@ -51,7 +51,7 @@ def kernel_validator(default_image: str | None) -> Validator:
         if arch is not None and verdict.marlin_shapes:
 
             def tp_filter(tp: int) -> str | None:
-                return marlin_tp_blocker(arch, quant, tp)
+                return verdict.tp_blocker(arch, quant, tp)
 
         return Validation(verdict.verdict, verdict.kernel, messages, tp_filter)
 
