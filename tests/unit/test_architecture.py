@@ -190,7 +190,26 @@ def test_deepseek_mla_and_moe() -> None:
     assert a.is_mla and a.head_dim == 576 and a.mla_kv_width == 576
     assert a.is_moe and (a.num_experts, a.num_experts_per_tok, a.num_dense_layers) == (256, 8, 3)
     assert a.shared_expert_intermediate_size == 2048
-    assert a.max_position_embeddings == 163840  # 4096 x 40 (YaRN)
+    assert a.max_position_embeddings == 163840  # YaRN: max_position_embeddings is already scaled
+
+
+@pytest.mark.parametrize(
+    ("model_type", "rope", "max_positions", "expected"),
+    [
+        # Qwen3 with YaRN turned on: vLLM 0.33 keeps 40960 (older ones said 32768 x 4).
+        ("qwen3", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 40960, 40960),
+        ("llama", {"rope_type": "linear", "factor": 2.0}, 4096, 8192),
+        ("llama", {"rope_type": "dynamic", "factor": 4.0}, 4096, 16384),
+        ("llama", {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}, 131072, 131072),
+        ("gemma3_text", {"rope_type": "linear", "factor": 8.0}, 131072, 131072),  # Already scaled.
+    ],
+)  # fmt: skip
+def test_max_len_follows_vllm_rope_scaling(
+    model_type: str, rope: dict[str, Any], max_positions: int, expected: int
+) -> None:
+    config = {**LLAMA_31_8B, "model_type": model_type, "max_position_embeddings": max_positions}
+    config["rope_scaling"] = rope
+    assert architecture_from_config(config).max_position_embeddings == expected
 
 
 def test_mixtral_experts_use_intermediate_size() -> None:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import pytest
 from test_weights import LLAMA_31_8B
 
-from quantwise.planning.architecture import architecture_from_config
+from quantwise.planning.architecture import Architecture, architecture_from_config
 from quantwise.planning.kvcache import (
     KV_CACHE_DTYPES,
     KVCacheError,
+    hybrid_layer_groups,
+    in_flight_tokens,
     kv_bytes_per_head_per_token,
     kv_bytes_per_sequence,
     kv_bytes_per_token,
     kv_cache_tokens,
     kv_heads_per_gpu,
+    layer_kv_bytes_per_token,
 )
 
 LLAMA = architecture_from_config(LLAMA_31_8B)
@@ -101,15 +104,56 @@ def test_sequence_bytes_use_whole_blocks() -> None:
 def test_sliding_window_layers_hold_at_most_the_window() -> None:
     per_layer = 2 * 8 * 256 * 2  # 8 KV heads x head_dim 256 x K,V x 2 bytes
     assert kv_bytes_per_token(GEMMA2_9B, 1) == 42 * per_layer
-    # At 8192 tokens the window (4096 - 1 + 2048 batched) covers 6143 tokens: 384 blocks + 1.
+    # With 1024 batched tokens, two batches in flight (vLLM 0.33's asynchronous scheduling): the
+    # window holds 4096 - 1 + 2 x 1024 = 6143 tokens of the 8192: 384 blocks + 1.
     full = 21 * 512 * 16 * per_layer
     sliding = 21 * (384 + 1) * 16 * per_layer
-    assert kv_bytes_per_sequence(GEMMA2_9B, 1, 8192, max_num_batched_tokens=2048) == full + sliding
+    assert kv_bytes_per_sequence(GEMMA2_9B, 1, 8192, max_num_batched_tokens=1024) == full + sliding
+    # With 2048 batched tokens the window covers all but one token: 512 blocks + 1.
+    assert (
+        kv_bytes_per_sequence(GEMMA2_9B, 1, 8192, max_num_batched_tokens=2048)
+        == (21 * 512 + 21 * 513) * 16 * per_layer
+    )
     # A short context is held whole by every layer (plus one block on sliding layers).
     assert (
         kv_bytes_per_sequence(GEMMA2_9B, 1, 1024, max_num_batched_tokens=2048)
         == (21 * 64 + 21 * 65) * 16 * per_layer
     )
+
+
+def test_in_flight_tokens_follow_the_pipeline() -> None:
+    assert in_flight_tokens(8192) == 16384  # Two batches with asynchronous scheduling.
+    assert in_flight_tokens(8192, pp=2) == 3 * 8192
+    assert in_flight_tokens(2048, pp=4) == 5 * 2048
+
+
+@pytest.mark.parametrize(
+    ("full", "sliding", "charged"),
+    [
+        (10, 52, (10, 60)),  # Gemma-3-27B: 6 groups of 10 sliding layers.
+        (5, 29, (5, 30)),  # Gemma-3-4B
+        (4, 22, (4, 24)),  # Gemma-3-1B
+        (21, 21, (21, 21)),  # Gemma-2: even split, no padding.
+        (3, 4, (4, 4)),  # Fewer than 1.5 x: one group of the commoner kind's size.
+        (32, 0, (32, 0)),  # One kind only: nothing to pad.
+    ],
+)
+def test_hybrid_allocator_charges_whole_groups(
+    full: int, sliding: int, charged: tuple[int, int]
+) -> None:
+    assert hybrid_layer_groups(full, sliding) == charged
+
+
+def test_gemma3_sequence_is_charged_for_its_padded_sliding_layers() -> None:
+    gemma3 = Architecture.model_validate(
+        {**GEMMA2_9B.model_dump(), "num_hidden_layers": 62, "num_sliding_window_layers": 52,
+         "sliding_window": 1024, "max_position_embeddings": 131072}
+    )  # fmt: skip
+    per_layer = kv_bytes_per_token(GEMMA2_9B, 1) // 42
+    # 32768 tokens: 10 full layers x 2048 blocks; 60 charged sliding layers x
+    # (1024 - 1 + 2 x 8192 = 17407 tokens: 1088 blocks + 1).
+    expected = (10 * 2048 + 60 * 1089) * 16 * per_layer
+    assert kv_bytes_per_sequence(gemma3, 1, 32768) == expected
 
 
 def test_kv_tokens_are_whole_blocks_of_the_memory() -> None:
@@ -120,3 +164,20 @@ def test_kv_tokens_are_whole_blocks_of_the_memory() -> None:
 def test_pipeline_stages_hold_their_layers() -> None:
     # 32 layers over 3 stages: the fullest holds 11.
     assert kv_bytes_per_token(LLAMA, 1, pp=3) == 11 * 8 * 512
+
+
+def test_deepseek_v32_sparse_attention_caches_the_indexer_key_too() -> None:
+    v32 = architecture_from_config(
+        {**DEEPSEEK_V3.model_dump(), "model_type": "deepseek_v32", "num_hidden_layers": 61,
+         "num_key_value_heads": 128, "qk_rope_head_dim": 64, "kv_lora_rank": 512,
+         "index_topk": 2048, "index_head_dim": 128, "index_n_heads": 64}
+    )  # fmt: skip
+    assert v32.index_head_dim == 128
+    # Any quantized cache is fp8_ds_mla (656 B) plus the indexer's 128 FP8 values and one
+    # float32 scale (132 B): 788 bytes a token a layer, on every TP rank.
+    assert layer_kv_bytes_per_token(v32, 8, "fp8") == 788
+    assert layer_kv_bytes_per_token(v32, 1, "fp8_ds_mla") == 788
+    assert layer_kv_bytes_per_token(v32, 1, "auto") == 576 * 2 + 132
+    # DeepSeek-V3 (dense MLA) has no indexer.
+    assert DEEPSEEK_V3.index_head_dim is None
+    assert layer_kv_bytes_per_token(DEEPSEEK_V3, 1, "fp8") == 576

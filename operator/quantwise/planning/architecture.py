@@ -87,6 +87,8 @@ class Architecture(BaseModel):
     qk_rope_head_dim: int | None = None
     qk_nope_head_dim: int | None = None
     v_head_dim: int | None = None
+    # DeepSeek sparse attention (V3.2): the indexer's key width, cached per token and layer.
+    index_head_dim: int | None = None
     # Mixture of experts.
     num_experts: int | None = None
     num_experts_per_tok: int | None = None
@@ -201,9 +203,27 @@ def _num_kv_heads(cfg: Mapping[str, Any], model_type: str, num_heads: int) -> in
     return num_heads
 
 
-def _max_len(cfg: Mapping[str, Any]) -> int:
+# RoPE types whose max_position_embeddings already holds the scaled length (vllm/config/model.py
+# _get_and_verify_max_len, 0.33: "YaRN variants leave max_position_embeddings already scaled").
+_ROPE_PRESCALED = frozenset(
+    {
+        "default",
+        "su",
+        "longrope",
+        "llama3",
+        "yarn",
+        "deepseek_yarn",
+        "deepseek_llama_scaling",
+        "mrope",
+    }
+)
+
+
+def _max_len(cfg: Mapping[str, Any], model_type: str = "") -> int:
     # vllm/config/model.py _get_and_verify_max_len: the smallest of the keys present, then
-    # scaled by RoPE scaling except for types that already account for it.
+    # multiplied by the RoPE scaling factor except for types that already account for it and for
+    # Gemma 3. vLLM before 0.33 derived YaRN's length as original x factor, which can be longer:
+    # taking 0.33's never plans a context a current vLLM refuses to start with.
     keys = (
         "max_position_embeddings",
         "n_positions",
@@ -220,16 +240,11 @@ def _max_len(cfg: Mapping[str, Any]) -> int:
     # With none of the keys vLLM assumes 2048 tokens and warns (Falcon's original configs).
     length = min(values) if values else DEFAULT_MAX_LEN
     rope = cfg.get("rope_scaling") or cfg.get("rope_parameters")
-    if isinstance(rope, Mapping):
+    if isinstance(rope, Mapping) and "gemma3" not in model_type:
         rope_type = rope.get("rope_type", rope.get("type"))
         factor = rope.get("factor")
-        if rope_type not in (None, "default", "su", "longrope", "llama3", "mrope") and isinstance(
-            factor, int | float
-        ):
-            if rope_type == "yarn" and isinstance(
-                rope.get("original_max_position_embeddings"), int
-            ):
-                length = rope["original_max_position_embeddings"]
+        prescaled = rope_type is None or rope_type in _ROPE_PRESCALED
+        if not prescaled and isinstance(factor, int | float) and factor > 0:
             length = int(length * factor)
     return length
 
@@ -375,7 +390,7 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
         num_key_value_heads=num_kv,
         head_dim=head_dim,
         vocab_size=vocab,
-        max_position_embeddings=_max_len(cfg),
+        max_position_embeddings=_max_len(cfg, model_type),
         torch_dtype=dtype,
         tie_word_embeddings=bool(tie),
         gated_mlp=model_type not in _NON_GATED_MLP,
@@ -387,6 +402,8 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
         qk_rope_head_dim=qk_rope if kv_lora_rank is not None else None,
         qk_nope_head_dim=_opt_int(cfg, ("qk_nope_head_dim",)) if kv_lora_rank else None,
         v_head_dim=_opt_int(cfg, ("v_head_dim",)) if kv_lora_rank else None,
+        # vllm/model_executor/models/deepseek_v2.py: a config with index_topk is V3.2 (sparse).
+        index_head_dim=(_opt_int(cfg, ("index_head_dim",)) or 128) if "index_topk" in cfg else None,
         num_experts=num_experts,
         num_experts_per_tok=experts_per_tok,
         moe_intermediate_size=moe_inter,

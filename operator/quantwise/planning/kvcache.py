@@ -13,8 +13,9 @@ one attention layer takes ``page_size_bytes`` (vllm/v1/kv_cache_interface.py):
 - quantized caches store each head's K and V in their own packed layout (see
   :func:`kv_bytes_per_head_per_token`).
 
-A sliding-window layer holds at most the window (plus the tokens of one scheduler step) per
-sequence (``SlidingWindowSpec.max_memory_usage_bytes``).
+A sliding-window layer holds at most the window (plus the tokens in flight) per sequence
+(``SlidingWindowSpec.max_memory_usage_bytes``); in a model that mixes full and sliding layers,
+vLLM's hybrid allocator charges layers in whole groups (:func:`hybrid_layer_groups`).
 """
 
 from __future__ import annotations
@@ -131,10 +132,20 @@ def layer_kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = 
     """KV-cache bytes one token takes in one attention layer on one GPU."""
     if arch.is_mla:
         width = arch.mla_kv_width
+        if arch.index_head_dim:
+            # Sparse MLA (DeepSeek-V3.2): a quantized cache is always fp8_ds_mla
+            # (layers/attention/mla_attention.py _canonicalize_sparse_mla_kv_cache_dtype), and each
+            # layer also caches the indexer's FP8 key with a float32 scale per 128 values
+            # (models/deepseek_v2.py DeepseekV32IndexerCache).
+            indexer = arch.index_head_dim + arch.index_head_dim // 128 * 4
+            if kv_cache_dtype == "fp8_ds_mla" or kv_cache_dtype in FP8_FAMILY:
+                return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
+        else:
+            indexer = 0
         if kv_cache_dtype == "fp8_ds_mla":
             return FP8_DS_MLA_BYTES_PER_TOKEN
         if kv_cache_dtype in ("auto", "float16", "bfloat16"):
-            return width * arch.dtype_bytes
+            return width * arch.dtype_bytes + indexer
         if kv_cache_dtype in FP8_FAMILY:
             return width
         raise KVCacheError(
@@ -182,6 +193,34 @@ def _blocks(tokens: int) -> int:
     return math.ceil(tokens / BLOCK_SIZE_TOKENS)
 
 
+def in_flight_tokens(max_num_batched_tokens: int, pp: int = 1) -> int:
+    """Tokens vLLM may have in flight at once: what a sliding-window layer holds beyond its window.
+
+    vllm/config/vllm.py (0.33): ``max_in_flight_tokens = max_concurrent_batches x
+    max_num_batched_tokens``, with asynchronous scheduling (the default) two batches with one
+    pipeline stage and ``pp + 1`` with more. vLLM 0.20 counted one batch; the larger figure
+    never plans less than either needs.
+    """
+    return (pp + 1 if pp > 1 else 2) * max_num_batched_tokens
+
+
+def hybrid_layer_groups(full_layers: int, sliding_layers: int) -> tuple[int, int]:
+    """(full, sliding) layers as vLLM's hybrid allocator charges them, padded to whole groups.
+
+    vllm/v1/core/kv_cache_planning.py (0.33): the group size is the rarer kind's layer count (or
+    the commoner's when it has fewer than 1.5 times as many), and each kind is split into whole
+    groups, so Gemma-3-27B's 52 sliding layers beside 10 full ones are charged as 60.
+    """
+    if not full_layers or not sliding_layers:
+        return full_layers, sliding_layers
+    few, many = sorted((full_layers, sliding_layers))
+    group = many if many < 1.5 * few else few
+    return (
+        math.ceil(full_layers / group) * group,
+        math.ceil(sliding_layers / group) * group,
+    )
+
+
 def kv_bytes_per_sequence(
     arch: Architecture,
     tp: int,
@@ -193,15 +232,25 @@ def kv_bytes_per_sequence(
     """KV-cache bytes one sequence of ``max_model_len`` tokens needs on the fullest GPU.
 
     Full-attention layers hold every token, in whole blocks; sliding-window layers hold
-    ``min(window - 1 + max_num_batched_tokens, max_model_len)`` tokens plus one block
-    (vllm/v1/kv_cache_interface.py, ``SlidingWindowSpec.max_memory_usage_bytes``).
+    ``min(window - 1 + in-flight tokens, max_model_len)`` tokens plus one block
+    (vllm/v1/kv_cache_interface.py, ``SlidingWindowSpec.max_memory_usage_bytes``); with both
+    kinds, layers count in whole groups (:func:`hybrid_layer_groups`). This is the figure vLLM
+    checks at start-up (one sequence of ``max_model_len`` must fit) and divides its KV memory
+    by for the "Maximum concurrency" it logs.
     """
     full_bytes, sliding_bytes = _per_token_bytes(arch, tp, kv_cache_dtype, pp)
-    total = full_bytes * BLOCK_SIZE_TOKENS * _blocks(max_model_len)
-    if sliding_bytes and arch.sliding_window:
-        held = min(arch.sliding_window - 1 + max_num_batched_tokens, max_model_len)
-        total += sliding_bytes * BLOCK_SIZE_TOKENS * (_blocks(held) + 1)
-    return total
+    if not (sliding_bytes and arch.sliding_window):
+        return full_bytes * BLOCK_SIZE_TOKENS * _blocks(max_model_len)
+    full, sliding = layers_on_gpu(arch, pp)
+    charged_full, charged_sliding = hybrid_layer_groups(full, sliding)
+    full_bytes = full_bytes * charged_full // full if full else 0
+    sliding_bytes = sliding_bytes * charged_sliding // sliding
+    held = min(
+        arch.sliding_window - 1 + in_flight_tokens(max_num_batched_tokens, pp), max_model_len
+    )
+    return BLOCK_SIZE_TOKENS * (
+        full_bytes * _blocks(max_model_len) + sliding_bytes * (_blocks(held) + 1)
+    )
 
 
 def kv_cache_tokens(

@@ -72,7 +72,9 @@ def estimate_overhead(
     Activations: the profiling forward pass keeps about one residual stream, the attention's
     q/k/v and output, and the MLP's gate/up output for every batched token at once, in 16 bits
     (hidden size x 8 + MLP width x 2 per token, the MLP split by TP). Sampler: float32
-    logits over the vocabulary for up to 256 dummy sequences, twice (logits and probabilities).
+    logits over the vocabulary, twice (logits and probabilities), for the dummy sampler run's
+    ``min(max_num_seqs, max_num_batched_tokens)`` requests (vllm/v1/worker/gpu_model_runner.py,
+    0.33 ``_dummy_sampler_run``).
     """
     act = 2  # bytes: activations are in the model dtype (16 bits).
     mlp_width = arch.intermediate_size
@@ -85,7 +87,7 @@ def estimate_overhead(
     # Llama-3-8B at 8192 batched tokens (with the sampler term below).
     per_token = (8 * arch.hidden_size + 2 * math.ceil(mlp_width / tp)) * act
     activation = max_num_batched_tokens * per_token
-    sampler_seqs = min(max_num_seqs, 256)
+    sampler_seqs = min(max_num_seqs, max_num_batched_tokens)
     sampler = 2 * sampler_seqs * arch.vocab_size * 4  # On the last stage; assume the fullest.
     non_torch = NON_TORCH_BYTES + (NCCL_BYTES if tp * pp > 1 else 0)
     layers_here = math.ceil(arch.num_hidden_layers / pp)
