@@ -346,6 +346,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
     doc = _load_manifest(Path(args.file)) if args.file else _skeleton()
     doc = _apply_overrides(doc, args)
     spec = _parse_spec(doc)
+    from quantwise.planning.kvcache import kv_cache_dtype_unavailable
+    from quantwise.quantization.validate import vllm_version
+    from quantwise.render.serving import DEFAULT_VLLM_IMAGE
+
+    version = vllm_version(spec.serving.image or DEFAULT_VLLM_IMAGE, spec.serving.vllm_version)
+    if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
+        print(f"quantwise plan: {reason}", file=sys.stderr)
+        return 1
     arch, config, measured, origin = _model_inputs(spec, args)
     from quantwise.quantization.config import QuantizationConfigError
 

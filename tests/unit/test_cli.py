@@ -229,3 +229,14 @@ def test_plan_skips_tp_sizes_marlin_cannot_run(
     assert (
         "TP=4 skipped: the down_proj input shard 2752 is not a multiple of 128 (Marlin)" in reasons
     )
+
+
+def test_plan_refuses_a_kv_cache_dtype_the_vllm_release_lacks(
+    capsys: pytest.CaptureFixture[str], config: Path
+) -> None:
+    argv = ("plan", str(EXAMPLE), "--config", str(config), "--kv-cache-dtype", "turboquant_k8v4")
+    code, _, err = run(capsys, *argv, "--vllm-version", "0.11")
+    assert code == 1
+    assert "kvCacheDtype turboquant_k8v4 is not in vLLM 0.11 (vLLM 0.20 has it)" in err
+    code, out, _ = run(capsys, *argv, "--vllm-version", "0.20")
+    assert code == 0 and "--kv-cache-dtype turboquant_k8v4" in out

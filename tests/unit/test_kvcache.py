@@ -14,6 +14,7 @@ from quantwise.planning.kvcache import (
     kv_bytes_per_head_per_token,
     kv_bytes_per_sequence,
     kv_bytes_per_token,
+    kv_cache_dtype_unavailable,
     kv_cache_tokens,
     kv_heads_per_gpu,
     layer_kv_bytes_per_token,
@@ -181,3 +182,29 @@ def test_deepseek_v32_sparse_attention_caches_the_indexer_key_too() -> None:
     # DeepSeek-V3 (dense MLA) has no indexer.
     assert DEEPSEEK_V3.index_head_dim is None
     assert layer_kv_bytes_per_token(DEEPSEEK_V3, 1, "fp8") == 576
+
+
+@pytest.mark.parametrize(
+    ("dtype", "version", "refused"),
+    [
+        ("auto", (0, 11), False),
+        ("fp8_e5m2", (0, 11), False),
+        ("float16", (0, 11), True),  # 0.11's CacheDType has bfloat16 but not float16.
+        ("float16", (0, 20), False),
+        ("nvfp4", (0, 11), True),
+        ("nvfp4", (0, 15), False),  # Between a release without it and one with it: allowed.
+        ("int4_per_token_head", (0, 20), True),
+        ("int4_per_token_head", (0, 33), False),
+    ],
+)
+def test_kv_cache_dtypes_per_vllm_release(
+    dtype: str, version: tuple[int, int], refused: bool
+) -> None:
+    reason = kv_cache_dtype_unavailable(dtype, version)
+    assert (reason is not None) == refused
+    if reason:
+        assert reason.startswith(f"spec.serving.kvCacheDtype {dtype} is not in vLLM")
+
+
+def test_every_kv_cache_dtype_is_known_to_the_newest_release_checked() -> None:
+    assert all(kv_cache_dtype_unavailable(d, (0, 33)) is None for d in KV_CACHE_DTYPES)

@@ -303,31 +303,43 @@ def test_report_that_does_not_match_the_spec_is_refused() -> None:
     assert "apply" not in kinds(out)
 
 
+def finished_job_for(spec: dict[str, Any]) -> JobState:
+    """A succeeded Job whose report's artifact path matches ``spec``'s artifact hash."""
+    h = artifact_hash(QuantizedModelSpec.model_validate(spec))
+    rep = report()
+    artifact = rep.artifact.model_copy(update={"path": f"/artifacts/quantized/llama-{h}"})
+    return JobState(
+        name=job_name("llama", QuantizedModelSpec.model_validate(spec)),
+        succeeded=True,
+        termination_message=dump_report(rep.model_copy(update={"artifact": artifact})),
+    )
+
+
 def test_plan_that_cannot_fit_fails_with_the_planner_message() -> None:
     spec = with_(
         "spec.serving",
         {"gpu": {"product": "T4"}, "gpusPerNode": 1, "maxModelLen": 131072, "concurrency": 64},
     )["spec"]
-    h = artifact_hash(QuantizedModelSpec.model_validate(spec))
-    rep = report()
-    rep = rep.model_copy(
-        update={
-            "artifact": rep.artifact.model_copy(update={"path": f"/artifacts/quantized/llama-{h}"})
-        }
-    )
-    out = run(
-        observe(
-            spec=spec,
-            job=JobState(
-                name=job_name("llama", QuantizedModelSpec.model_validate(spec)),
-                succeeded=True,
-                termination_message=dump_report(rep),
-            ),
-        )
-    )
+    out = run(observe(spec=spec, job=finished_job_for(spec)))
     assert cond(out, "Planned") == ("False", "DoesNotFit")
     assert out.status.phase == "Failed"
     assert "does not fit on T4" in (out.status.conditions or [])[-1].message
+
+
+def test_kv_cache_dtype_the_serving_vllm_lacks_fails_validation() -> None:
+    from quantwise.reconcile.validation import kernel_validator
+
+    spec = with_(
+        "spec.serving", {**SPEC["serving"], "kvCacheDtype": "nvfp4", "vllmVersion": "0.11"}
+    )["spec"]
+    out = reconcile(
+        observe(spec=spec, job=finished_job_for(spec)), Settings(), validator=kernel_validator(None)
+    )
+    assert cond(out, "Validated") == ("False", "Unsupported")
+    assert out.status.phase == "Failed" and out.permanent_failure
+    message = next(c.message for c in out.status.conditions or [] if c.type == "Validated")
+    assert "kvCacheDtype nvfp4 is not in vLLM 0.11" in message
+    assert "apply" not in kinds(out)
 
 
 def test_deleted_job_fails_then_retry_annotation_recreates_it() -> None:

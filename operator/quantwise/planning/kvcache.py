@@ -48,6 +48,41 @@ KVCacheDtype = Literal[
 ]
 KV_CACHE_DTYPES: tuple[str, ...] = get_args(KVCacheDtype)
 
+# vLLM releases checked (vllm/config/cache.py ``CacheDType`` in the 0.11.0, 0.20.0 and 0.33.0
+# wheels) that lack a dtype, and the first checked one that has it: ``vllm serve`` refuses a
+# ``--kv-cache-dtype`` its release does not know. 0.11 has auto, bfloat16 and the fp8 family.
+_FROM_0_20 = ((0, 11), (0, 20))
+KV_CACHE_DTYPE_RELEASES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+    "float16": _FROM_0_20,
+    "fp8_ds_mla": _FROM_0_20,
+    "turboquant_k8v4": _FROM_0_20,
+    "turboquant_4bit_nc": _FROM_0_20,
+    "turboquant_k3v4_nc": _FROM_0_20,
+    "turboquant_3bit_nc": _FROM_0_20,
+    "int8_per_token_head": _FROM_0_20,
+    "fp8_per_token_head": _FROM_0_20,
+    "nvfp4": _FROM_0_20,
+    "int4_per_token_head": ((0, 20), (0, 33)),
+}
+
+
+def kv_cache_dtype_unavailable(kv_cache_dtype: str, vllm_version: tuple[int, int]) -> str | None:
+    """Why vLLM ``vllm_version`` refuses ``--kv-cache-dtype kv_cache_dtype`` (None: it takes it).
+
+    Only releases known to lack the dtype are refused; one between a release that lacks it and
+    one that has it is given the benefit of the doubt.
+    """
+    releases = KV_CACHE_DTYPE_RELEASES.get(kv_cache_dtype)
+    if releases is None or vllm_version > releases[0]:
+        return None
+    since = releases[1]
+    return (
+        f"spec.serving.kvCacheDtype {kv_cache_dtype} is not in vLLM "
+        f"{vllm_version[0]}.{vllm_version[1]} (vLLM {since[0]}.{since[1]} has it): serve with a "
+        "newer image (spec.serving.image / vllmVersion) or choose another kvCacheDtype"
+    )
+
+
 FP8_FAMILY = frozenset({"fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc"})
 MLA_ONLY = frozenset({"fp8_ds_mla"})
 

@@ -7,6 +7,7 @@ from typing import get_args
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus
 from quantwise.planning.gpus import GPU
+from quantwise.planning.kvcache import kv_cache_dtype_unavailable
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
 from quantwise.quantization.validate import validate, vllm_version
 from quantwise.reconcile.core import Validation, Validator
@@ -40,6 +41,8 @@ def kernel_validator(default_image: str | None) -> Validator:
         if gpu is None:
             return None
         version = vllm_version(spec.serving.image or default_image, spec.serving.vllm_version)
+        if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
+            return Validation("unsupported", None, (reason,))
         verdict = validate(checkpoint_from_artifact(artifact), gpu, version, artifact.architecture)
         severity = "error" if verdict.verdict == "unsupported" else "warning"
         messages = tuple(
