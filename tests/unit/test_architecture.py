@@ -154,9 +154,16 @@ def test_sliding_window_rules() -> None:
         "use_sliding_window": False,
     }
     assert architecture_from_config(qwen).sliding_window is None
-    # Mistral v0.1's sliding_window is not applied by vLLM without layer_types.
+    # Without layer_types vLLM makes the window the cache's and every layer slides
+    # (engine/arg_utils.py in the 0.20.0 and 0.33.0 wheels): Mistral v0.1.
     mistral = {**LLAMA_31_8B, "model_type": "mistral", "sliding_window": 4096}
-    assert architecture_from_config(mistral).num_sliding_window_layers == 0
+    assert architecture_from_config(mistral).num_sliding_window_layers == 32
+    # Qwen2 sliding only its upper layers: vLLM's qwen2.py refuses it.
+    partial = {**qwen, "use_sliding_window": True, "sliding_window": 4096, "max_window_layers": 28}
+    with pytest.raises(ArchitectureError, match="slides only some layers"):
+        architecture_from_config(partial)
+    every = {**partial, "max_window_layers": 0}
+    assert architecture_from_config(every).num_sliding_window_layers == 32
     with pytest.raises(
         ArchitectureError, match="layer_types has 4 entries but num_hidden_layers is 32"
     ):
@@ -282,7 +289,7 @@ REAL = [
     ("Qwen--Qwen3-8B", 36, 4096, 32, 8, 128, None, False, 0, 8.19),
     ("Qwen--Qwen3-30B-A3B", 48, 2048, 32, 4, 128, 128, False, 0, 30.5),
     ("google--gemma-2-9b-it", 42, 3584, 16, 8, 256, None, False, 21, 9.24),
-    ("microsoft--Phi-3-mini-4k-instruct", 32, 3072, 32, 32, 96, None, False, 0, 3.82),
+    ("microsoft--Phi-3-mini-4k-instruct", 32, 3072, 32, 32, 96, None, False, 32, 3.82),
     ("deepseek-ai--DeepSeek-V2-Lite", 27, 2048, 16, 16, 576, 64, True, 0, 15.7),
     ("deepseek-ai--DeepSeek-V3", 61, 7168, 128, 128, 576, 256, True, 0, 671.0),
     ("tiiuae--falcon-7b-instruct", 32, 4544, 71, 1, 64, None, False, 0, 6.92),

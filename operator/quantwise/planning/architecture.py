@@ -272,13 +272,21 @@ def _sliding(cfg: Mapping[str, Any], model_type: str, num_layers: int) -> tuple[
         count = sum(1 for i in range(num_layers) if (i + 1) % pattern != 0)
         return window, count
     if cfg.get("use_sliding_window") is True:
-        # Qwen2 family: layers from max_window_layers on slide (vLLM qwen2.py).
+        # Qwen2 family: layers from max_window_layers on would slide, but vLLM refuses a model
+        # that slides only some of them (vllm/model_executor/models/qwen2.py, 0.20 and 0.33).
         first = _opt_int(cfg, ("max_window_layers",)) or 0
         count = max(0, num_layers - first)
+        if 0 < count < num_layers:
+            raise ArchitectureError(
+                f"config.json use_sliding_window with max_window_layers {first} < "
+                f"num_hidden_layers {num_layers}: vLLM does not serve a model that slides only "
+                "some layers; set use_sliding_window to false"
+            )
         return (window, count) if count else (None, 0)
-    # Other configs carry a sliding_window that vLLM applies only through layer_types
-    # (vllm/model_executor/models/llama.py), so every layer keeps the whole context.
-    return None, 0
+    # A sliding_window without layer_types: vLLM sets it as the cache's window, and every layer
+    # slides (vllm/engine/arg_utils.py: "Only set CacheConfig.sliding_window if the model is all
+    # sliding window"; 0.20 and 0.33): Mistral-7B-v0.1, Phi-3, Starcoder2.
+    return window, num_layers
 
 
 def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
