@@ -33,7 +33,9 @@ from quantwise.planning.memory import (
 from quantwise.planning.weights import WeightBreakdown, WeightFormat
 
 DEFAULT_MAX_MODEL_LEN = 8192
-DEFAULT_MAX_NUM_SEQS = 256  # vLLM's SchedulerConfig default for GPUs under 70 GiB.
+# At least this many sequences: vLLM's own default on GPUs under 70 GiB (1024 on larger ones but
+# A100s, vllm/engine/arg_utils.py); quantwise passes --max-num-seqs, so every GPU gets the same.
+DEFAULT_MAX_NUM_SEQS = 256
 UTILIZATION_STEP = 0.01
 
 TPFilter = Callable[[int], str | None]
@@ -353,7 +355,7 @@ def plan(
         + (
             "from spec.serving.maxNumSeqs"
             if budget.max_num_seqs
-            else f"max(concurrency {budget.concurrency}, vLLM's default {DEFAULT_MAX_NUM_SEQS}); "
+            else f"max(concurrency {budget.concurrency}, {DEFAULT_MAX_NUM_SEQS}); "
             "shorter sequences share the KV budget"
         )
     )
