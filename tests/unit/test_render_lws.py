@@ -1,8 +1,9 @@
 """The LeaderWorkerSet for a plan across nodes: 2 x 8 H100 for Llama-3.1-405B in BF16.
 
-vLLM's multi-node recipe with Ray (docs.vllm.ai, "Deployment: LWS"): one group per replica,
-the leader runs the Ray head and ``vllm serve`` with TP inside a node and PP across nodes; the
-workers join the leader's Ray cluster; the Service selects the leaders.
+One group per replica, TP inside a node and PP across nodes, the Service on the leaders. From
+vLLM 0.20 every pod runs ``vllm serve --nnodes ... --node-rank`` (workers ``--headless``);
+before, the vLLM docs' Ray recipe: the leader runs the Ray head and ``vllm serve``, the workers
+join its Ray cluster.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from quantwise.planning.for_spec import plan_spec
 from quantwise.planning.weights import UNQUANTIZED, estimate_weights
 from quantwise.render.serving import (
     LEADER_SCRIPT,
+    MASTER_PORT,
     deployment,
     leader_worker_set,
     service,
@@ -69,12 +71,19 @@ def test_16_h100_render_a_leader_worker_set_of_2_x_8_with_tp8_pp2() -> None:
     flags = {args[i]: args[i + 1] for i in range(1, len(args) - 1) if args[i].startswith("--")}
     assert flags["--tensor-parallel-size"] == "8"
     assert flags["--pipeline-parallel-size"] == "2"
-    assert flags["--distributed-executor-backend"] == "ray"
-    assert leader["command"] == ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"]
-    assert "ray start --head" in LEADER_SCRIPT and 'exec vllm serve "$@"' in LEADER_SCRIPT
-    assert worker["command"][:2] == ["ray", "start"]
-    assert "--address=$(LWS_LEADER_ADDRESS):6379" in worker["command"]
-    assert "--block" in worker["command"]
+    # vLLM 0.33 (the default image): its own launcher, no Ray and no shell.
+    assert leader["command"] == worker["command"] == ["vllm", "serve"]
+    assert flags["--distributed-executor-backend"] == "mp"
+    assert (flags["--nnodes"], flags["--node-rank"]) == ("2", "0")
+    assert flags["--master-addr"] == "$(LWS_LEADER_ADDRESS)"
+    assert flags["--master-port"] == str(MASTER_PORT)
+    assert {"name": "dist", "containerPort": MASTER_PORT, "protocol": "TCP"} in leader["ports"]
+    wargs = worker["args"]
+    wflags = {wargs[i]: wargs[i + 1] for i in range(1, len(wargs) - 1) if wargs[i].startswith("--")}
+    assert wargs[0] == args[0] and wargs[-1] == "--headless"
+    assert wflags["--node-rank"] == "$(LWS_WORKER_INDEX)"  # set by LWS, expanded by the kubelet
+    assert (wflags["--nnodes"], wflags["--master-addr"]) == ("2", "$(LWS_LEADER_ADDRESS)")
+    assert wflags["--tensor-parallel-size"] == "8" and wflags["--pipeline-parallel-size"] == "2"
     assert "readinessProbe" in leader and "readinessProbe" not in worker
     labels = group["leaderTemplate"]["metadata"]["labels"]
     assert labels["quantwise.dev/role"] == "leader"
@@ -98,11 +107,33 @@ def test_the_service_selects_the_leaders_only() -> None:
     assert "quantwise.dev/role" not in service("llama", "ml", OWNER)["spec"]["selector"]
 
 
-def test_the_leader_script_is_the_same_whatever_the_spec() -> None:
+def test_before_vllm_0_20_the_leader_runs_a_ray_head_and_the_workers_join_it() -> None:
+    lws, _ = render(spec_405b(vllmVersion="0.11"))
+    group = lws["spec"]["leaderWorkerTemplate"]
+    leader = group["leaderTemplate"]["spec"]["containers"][0]
+    worker = group["workerTemplate"]["spec"]["containers"][0]
+    assert leader["command"] == ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"]
+    assert "ray start --head" in LEADER_SCRIPT and 'exec vllm serve "$@"' in LEADER_SCRIPT
+    assert leader["args"][-2:] == ["--distributed-executor-backend", "ray"]
+    assert worker["command"][:2] == ["ray", "start"]
+    assert "--address=$(LWS_LEADER_ADDRESS):6379" in worker["command"]
+    assert "--block" in worker["command"]
+    kubernetes_validate.validate(as_pod(group["leaderTemplate"]), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("version", ["0.11", "0.33"])
+def test_spec_values_never_reach_a_shell(version: str) -> None:
     hostile = ["--enable-prefix-caching=$(reboot)", "--seed=`id`"]
-    lws, _ = render(spec_405b(extraArgs=hostile))
+    lws, _ = render(spec_405b(extraArgs=hostile, vllmVersion=version))
+    for role in ("leaderTemplate", "workerTemplate"):
+        container = lws["spec"]["leaderWorkerTemplate"][role]["spec"]["containers"][0]
+        command = container["command"]
+        # The only shell is the fixed Ray leader script; values come after it, as "$@".
+        assert command in (
+            ["vllm", "serve"],
+            ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
+        ) or (command[:2] == ["ray", "start"] and not any(h in command for h in hostile))
     leader = lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["containers"][0]
-    assert leader["command"][2] == LEADER_SCRIPT  # values only in args, as "$@"
     assert all(h in leader["args"] for h in hostile)
 
 

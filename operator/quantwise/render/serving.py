@@ -12,6 +12,7 @@ from typing import Any
 
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
+from quantwise.quantization.validate import vllm_version
 from quantwise.render.names import (
     LABEL_ARTIFACT,
     LABEL_ROLE,
@@ -287,11 +288,18 @@ def deployment(
 
 LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 RAY_PORT = 6379
-# The leader starts the Ray head, then execs vLLM, which places its TP x PP workers on the Ray
-# cluster and waits for the workers' nodes to join (vllm/executor/ray_utils.py: PG_WAIT_TIMEOUT,
-# 1800 s). The vLLM docs' LWS example does the same in a shell string; here the script is a
-# constant and vLLM's arguments (from the spec) follow it as positional parameters ("$@"),
-# so no value from the spec is ever parsed by the shell.
+# vLLM's own multi-node launcher (no Ray): every pod runs `vllm serve` with --nnodes and its
+# --node-rank, the leader serves the API, the others run --headless and join the leader's
+# torch.distributed group on --master-addr:--master-port (vllm/config/parallel.py, the 0.20.0 and
+# 0.33.0 wheels; 0.11 has no --nnodes). From 0.20 Ray is no longer a vLLM dependency, so the
+# vllm-openai image cannot be assumed to carry it.
+MULTINODE_MP_FROM = (0, 20)
+MASTER_PORT = 29501  # vllm/config/parallel.py ParallelConfig.master_port
+# Before 0.20: the leader starts the Ray head, then execs vLLM, which places its TP x PP workers
+# on the Ray cluster and waits for the workers' nodes to join (vllm/executor/ray_utils.py:
+# PG_WAIT_TIMEOUT, 1800 s). The vLLM docs' LWS example does the same in a shell string; here the
+# script is a constant and vLLM's arguments (from the spec) follow it as positional parameters
+# ("$@"), so no value from the spec is ever parsed by the shell.
 LEADER_SCRIPT = f'ray start --head --port={RAY_PORT} --disable-usage-stats && exec vllm serve "$@"'
 
 
@@ -309,10 +317,12 @@ def leader_worker_set(
     """Return the LeaderWorkerSet (sigs.k8s.io LWS) for a plan that spans nodes.
 
     One group per replica, ``pipeline_parallel_size`` pods per group (one per node), each with
-    ``tensor_parallel_size`` GPUs. The leader runs the Ray head and ``vllm serve`` with
-    ``--distributed-executor-backend ray``; the workers join its Ray cluster (``ray start
-    --address=$(LWS_LEADER_ADDRESS)``, expanded by the kubelet, not a shell). The Service
-    selects the leaders only. The model volume must be readable from every node (a
+    ``tensor_parallel_size`` GPUs. From vLLM 0.20 every pod runs ``vllm serve`` with
+    ``--nnodes`` and ``--node-rank $(LWS_WORKER_INDEX)`` (the workers ``--headless``) and meets
+    the leader at ``--master-addr $(LWS_LEADER_ADDRESS)``; before, the leader runs the Ray head
+    and ``vllm serve --distributed-executor-backend ray`` and the workers join its Ray cluster.
+    ``$(...)`` is expanded by the kubelet from the variables LWS sets, never by a shell. The
+    Service selects the leaders only. The model volume must be readable from every node (a
     ReadOnlyMany or ReadWriteMany claim).
     """
     if plan.pipeline_parallel_size < 2:
@@ -321,35 +331,55 @@ def leader_worker_set(
     image = image or spec.serving.image or DEFAULT_VLLM_IMAGE
     resources = _resources(spec, plan.tensor_parallel_size)
     args = vllm_args(name, spec, plan, location, quantization_flag)
-    leader: dict[str, Any] = {
-        "name": "vllm-leader",
-        "image": image,
-        "command": ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
-        "args": [
-            args[1],  # the model, positional for `vllm serve`
-            *args[2:],
+    serve_args = [args[1], *args[2:]]  # the model is positional for `vllm serve`
+    http = {"name": "http", "containerPort": PORT, "protocol": "TCP"}
+    leader: dict[str, Any]
+    worker: dict[str, Any]
+    if vllm_version(image, spec.serving.vllm_version) >= MULTINODE_MP_FROM:
+        nodes = [
             "--distributed-executor-backend",
-            "ray",
-        ],
-        "ports": [
-            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
-            {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"},
-        ],
-        "resources": resources,
-        **_probes(),
-    }
-    worker: dict[str, Any] = {
-        "name": "vllm-worker",
-        "image": image,
-        "command": [
-            "ray",
-            "start",
-            f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}",
-            "--block",
-            "--disable-usage-stats",
-        ],
-        "resources": resources,
-    }
+            "mp",
+            "--nnodes",
+            str(plan.pipeline_parallel_size),
+            "--master-addr",
+            "$(LWS_LEADER_ADDRESS)",
+            "--master-port",
+            str(MASTER_PORT),
+        ]
+        leader = {
+            "name": "vllm-leader",
+            "image": image,
+            "command": ["vllm", "serve"],
+            "args": [*serve_args, *nodes, "--node-rank", "0"],
+            "ports": [http, {"name": "dist", "containerPort": MASTER_PORT, "protocol": "TCP"}],
+        }
+        worker = {
+            "name": "vllm-worker",
+            "image": image,
+            "command": ["vllm", "serve"],
+            "args": [*serve_args, *nodes, "--node-rank", "$(LWS_WORKER_INDEX)", "--headless"],
+        }
+    else:
+        leader = {
+            "name": "vllm-leader",
+            "image": image,
+            "command": ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
+            "args": [*serve_args, "--distributed-executor-backend", "ray"],
+            "ports": [http, {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}],
+        }
+        worker = {
+            "name": "vllm-worker",
+            "image": image,
+            "command": [
+                "ray",
+                "start",
+                f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}",
+                "--block",
+                "--disable-usage-stats",
+            ],
+        }
+    leader.update({"resources": resources, **_probes()})
+    worker["resources"] = resources
     leader_labels = {**labels, LABEL_ROLE: "leader"}
     worker_labels = {**labels, LABEL_ROLE: "worker"}
     return {
