@@ -60,7 +60,7 @@ def test_deployment_carries_the_plan() -> None:
     assert "--quantization" not in args  # vLLM reads quantization_config and picks Marlin itself.
     container = dep["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert container["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert container["command"] == ["vllm", "serve"]
 
 
 def test_pod_has_probes_shm_and_a_read_only_model_volume() -> None:

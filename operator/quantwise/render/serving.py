@@ -260,8 +260,9 @@ def deployment(
     container: dict[str, Any] = {
         "name": "vllm",
         "image": image or spec.serving.image or DEFAULT_VLLM_IMAGE,
-        # The module path works in every vLLM image, whatever its ENTRYPOINT.
-        "command": ["python3", "-m", "vllm.entrypoints.openai.api_server"],
+        # `vllm serve` in 0.11, 0.20 and 0.33 (the wheels' entrypoints/cli/serve.py), whatever the
+        # image's ENTRYPOINT; 0.33 deprecates `python -m vllm.entrypoints.openai.api_server`.
+        "command": ["vllm", "serve"],
         "args": vllm_args(name, spec, plan, location, quantization_flag),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": _resources(spec, plan.tensor_parallel_size),
