@@ -84,3 +84,17 @@ def test_below_the_budget_the_condition_gives_both_numbers() -> None:
     message = next(c.message for c in out.status.conditions or [] if c.type == "KVCacheVerified")
     assert "5,000 KV-cache tokens" in message and "needs 262,144" in message
     assert any(a.kind == "event" and a.warning and a.reason == "BelowBudget" for a in out.actions)
+
+
+def test_vllms_maximum_concurrency_decides_when_it_logs_one() -> None:
+    # Tokens to spare, but vLLM says only 31.5 sequences of maxModelLen fit at once (a sliding-window
+    # or hybrid model, whose per-sequence bound is not tokens x bytes): below the budget of 32.
+    short = log_with(10_000_000) + "Maximum concurrency for 8,192 tokens per request: 31.50x\n"
+    out = run(deployed_observation(SERVING, deployment=AVAILABLE, vllm_log=("p", short)))
+    assert cond(out, "KVCacheVerified") == ("False", "BelowBudget")
+    message = next(c.message for c in out.status.conditions or [] if c.type == "KVCacheVerified")
+    assert "vLLM holds 31.5 sequences of that length" in message
+    # Exactly the budget, as printed with two decimals: verified.
+    enough = log_with(5000) + "Maximum concurrency for 8,192 tokens per request: 32.00x\n"
+    out = run(deployed_observation(SERVING, deployment=AVAILABLE, vllm_log=("p", enough)))
+    assert cond(out, "KVCacheVerified") == ("True", "AsPlanned")

@@ -519,7 +519,15 @@ def reconcile(
             f"({measured.error_percent:+.1f}%); the budget (concurrency {spec.serving.concurrency}"
             f" x maxModelLen {plan_status.max_model_len:,}) needs {budget_tokens:,}"
         )
-        if measured.kv_cache_tokens >= budget_tokens:
+        if measured.max_concurrency is not None:
+            # vLLM's own verdict: whole sequences of maxModelLen its KV cache holds at once
+            # (printed with two decimals). It also covers sliding-window and hybrid models,
+            # whose token count vLLM 0.33 derives from it (kv_cache_utils.py).
+            numbers += f"; vLLM holds {measured.max_concurrency:g} sequences of that length"
+            enough = measured.max_concurrency + 0.005 >= spec.serving.concurrency
+        else:
+            enough = measured.kv_cache_tokens >= budget_tokens
+        if enough:
             st.set("KVCacheVerified", True, "AsPlanned", numbers)
         else:
             st.set(
