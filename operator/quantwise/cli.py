@@ -37,7 +37,6 @@ from quantwise.planning.weights import (
     measure_weights,
     safetensors_files,
 )
-from quantwise.quantization.config import Scheme
 from quantwise.render.names import artifact_dir
 from quantwise.render.serving import deployment, service, serving_location
 
@@ -297,41 +296,20 @@ def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
 
 
 # What llm-compressor writes for each method (compressed-tensors schemes).
-_PRODUCED_SCHEME: dict[str, Scheme] = {
-    "awq": "wna16",
-    "gptq": "wna16",
-    "w8a8-int8": "w8a8-int8",
-    "fp8": "w8a8-fp8",
-    "fp8-dynamic": "w8a8-fp8",
-}
 
 
 def _kernel_tp_filter(
     spec: QuantizedModelSpec, arch: Architecture, config: dict[str, Any], gpu: GPU | None
 ) -> TPFilter | None:
     """Skip TP sizes the checkpoint's kernel (Marlin) cannot run at."""
-    from quantwise.quantization.config import (
-        CheckpointQuantization,
-        QuantizationConfigError,
-        parse_quantization_config,
-    )
+    from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
     from quantwise.quantization.validate import validate, vllm_version
+    from quantwise.reconcile.validation import produced_checkpoint
 
-    q = spec.quantization
     try:
-        if q.method == "none":
-            quant = parse_quantization_config(config.get("quantization_config"))
-        else:
-            bits = q.effective_bits or 16
-            quant = CheckpointQuantization(
-                producer="compressed-tensors",
-                scheme=_PRODUCED_SCHEME[q.method],
-                quant_method="compressed-tensors",
-                weight_bits=bits,
-                activation_bits=16 if q.method in ("awq", "gptq") else 8,
-                group_size=q.effective_group_size,
-                symmetric=q.effective_symmetric,
-            )
+        quant = produced_checkpoint(spec) or parse_quantization_config(
+            config.get("quantization_config")
+        )
     except QuantizationConfigError as exc:
         raise UserError(str(exc)) from exc
     if gpu is None:

@@ -205,22 +205,22 @@ async def test_plan_that_cannot_fit_fails_with_what_to_change(operator: Any) -> 
     assert "does not fit on L4" in planned["message"]
 
 
-async def test_unsupported_quantization_for_the_gpu_fails_validation(operator: Any) -> None:
+async def test_unsupported_quantization_for_the_gpu_fails_before_any_job(operator: Any) -> None:
     server = operator
     body = copy.deepcopy(MODEL)
-    # vLLM 0.11's compressed-tensors W4A16 needs compute capability 8.0 (7.5 from 0.20).
+    # vLLM 0.11's compressed-tensors W4A16 needs compute capability 8.0 (7.5 from 0.20): the
+    # checkpoint the Job would write could not be served, so no GPU hours are spent on it.
     body["spec"]["serving"] = {
         "gpu": {"product": "T4"}, "vllmVersion": "0.11", "maxModelLen": 4096, "concurrency": 2,
     }  # fmt: skip
     await create(server, body)
-    (job,) = await eventually(lambda: list(objects(server, JOBS)))
-    await finish_job(server, job, dump_report(report()))
     st = await eventually(
         lambda: status(server) if status(server).get("phase") == "Failed" else None
     )
     validated = next(c for c in st["conditions"] if c["type"] == "Validated")
     assert validated["reason"] == "Unsupported"
-    assert "T4 has 7.5" in validated["message"]
+    assert "not quantized" in validated["message"] and "T4 has 7.5" in validated["message"]
+    assert not objects(server, JOBS)
     assert not objects(server, DEPLOYMENTS)
 
 

@@ -528,3 +528,28 @@ def test_kernel_validation_names_the_kernel() -> None:
     assert "Machete" in next(
         c.message for c in old.status.conditions or [] if c.type == "Validated"
     )
+
+
+def test_a_checkpoint_the_serving_vllm_cannot_load_is_not_quantized() -> None:
+    from quantwise.reconcile.validation import kernel_validator
+
+    serving = {**SPEC["serving"], "gpu": {"product": "T4"}, "vllmVersion": "0.11"}
+    spec = with_("spec.serving", serving)["spec"]
+    out = reconcile(observe(spec=spec), Settings(), validator=kernel_validator(None))
+    assert "create_job" not in kinds(out)
+    assert cond(out, "Validated") == ("False", "Unsupported")
+    assert out.status.phase == "Failed" and out.permanent_failure
+    message = next(c.message for c in out.status.conditions or [] if c.type == "Validated")
+    assert message.startswith("not quantized: ") and "T4 has 7.5" in message
+    # Once vLLM 0.20 serves it (Marlin from compute capability 7.5), the Job is created.
+    newer = with_("spec.serving", {**serving, "vllmVersion": "0.20"})["spec"]
+    again = reconcile(
+        observe(spec=newer, generation=2), Settings(), validator=kernel_validator(None)
+    )
+    assert "create_job" in kinds(again)
+    # A pre-quantized model is inspected first: nothing to check before its Job.
+    inspect = with_("spec.quantization", {"method": "none"})["spec"]
+    inspect["serving"] = serving
+    assert "create_job" in kinds(
+        reconcile(observe(spec=inspect), Settings(), validator=kernel_validator(None))
+    )

@@ -224,22 +224,23 @@ def validate(
             Finding("quantization_config", f"no vLLM kernel is known for {method}", "error")
         )
         return Verdict("unsupported", None, method, findings)
-    near_misses: list[Finding] = []
-    # Kernels of one GPU generation only (Machete, CUTLASS W4A8 on Hopper) are no advice for
-    # another GPU: their reasons are kept aside and said only when nothing loads.
-    other_generation: list[Finding] = []
+    # Why each rule that did not match failed. Kernels of one GPU generation only (Machete,
+    # CUTLASS W4A8 on Hopper) are no advice for another GPU: kept aside, said only when nothing
+    # else came close.
+    near_misses: list[list[Finding]] = []
+    other_generation: list[list[Finding]] = []
     for rule in candidates:
         problems = _mismatches(rule, q, gpu, version)
         if problems:
             elsewhere = rule.max_capability is not None and not (
                 rule.min_capability <= gpu.compute_capability <= rule.max_capability
             )
-            bucket = other_generation if elsewhere else near_misses
-            bucket += [p for p in problems if p not in bucket]
+            (other_generation if elsewhere else near_misses).append(problems)
             continue
         if rule.speed == "slow":
             findings += [
-                Finding(p.field, f"no fast kernel: {p.message}", "warning") for p in near_misses
+                Finding(p.field, f"no fast kernel: {p.message}", "warning")
+                for p in _closest(near_misses)
             ]
             if rule.note:
                 findings.append(Finding("gpu", rule.note, "warning"))
@@ -247,8 +248,24 @@ def validate(
         if arch is not None and rule.marlin_shapes:
             findings += marlin_shape_findings(arch, q, pads_tiles=pads)
         return Verdict(rule.speed, rule.kernel, method, findings, rule, rule.marlin_shapes, pads)
-    findings += near_misses or other_generation
+    findings += _closest(near_misses or other_generation)
     return Verdict("unsupported", None, method, findings)
+
+
+def _closest(misses: list[list[Finding]]) -> list[Finding]:
+    """The reasons of the rules that came closest (fewest mismatches), each said once.
+
+    One change away is advice ("needs compute capability 8.0", "vLLM 0.20 has it"); the rows
+    three changes away would only bury it.
+    """
+    if not misses:
+        return []
+    fewest = min(len(m) for m in misses)
+    out: list[Finding] = []
+    for problems in misses:
+        if len(problems) == fewest:
+            out += [p for p in problems if p not in out]
+    return out
 
 
 def marlin_shape_findings(

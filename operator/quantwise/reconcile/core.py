@@ -142,8 +142,9 @@ class Validation:
     tp_filter: TPFilter | None = None
 
 
-Validator = Callable[[QuantizedModelSpec, ArtifactStatus, GPU | None], Validation | None]
-"""Checks that vLLM loads the artifact on the GPU (None: nothing to check against)."""
+Validator = Callable[[QuantizedModelSpec, ArtifactStatus | None, GPU | None], Validation | None]
+"""Checks that vLLM loads the artifact on the GPU (None: nothing to check against); without an
+artifact, what the quantization Job would write."""
 
 
 def owner_reference(obs: Observation) -> dict[str, Any]:
@@ -312,6 +313,17 @@ def reconcile(
                     "JobDeleted",
                     f"Job {job} was deleted before it finished; set the annotation "
                     f"{RETRY_ANNOTATION} to any new value to run it again",
+                )
+                return finish("Failed", permanent=True)
+            target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
+            preflight = validator(spec, None, target) if validator is not None else None
+            if preflight is not None and preflight.verdict == "unsupported":
+                st.set(
+                    "Validated",
+                    False,
+                    "Unsupported",
+                    "not quantized: the serving vLLM could not load the result; "
+                    + "; ".join(preflight.messages),
                 )
                 return finish("Failed", permanent=True)
             body = quantization_job(obs.name, obs.namespace, spec, settings.quantizer_image, owner)

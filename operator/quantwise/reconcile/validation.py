@@ -32,17 +32,54 @@ def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization
     )
 
 
+# What llm-compressor writes for each method (quantwise.jobs): compressed-tensors schemes.
+PRODUCED_SCHEME: dict[str, Scheme] = {
+    "awq": "wna16",
+    "gptq": "wna16",
+    "w8a8-int8": "w8a8-int8",
+    "fp8": "w8a8-fp8",
+    "fp8-dynamic": "w8a8-fp8",
+}
+
+
+def produced_checkpoint(spec: QuantizedModelSpec) -> CheckpointQuantization | None:
+    """The quantization the Job will write for ``spec`` (None: ``method: none``, not known yet)."""
+    q = spec.quantization
+    if q.method == "none":
+        return None
+    return CheckpointQuantization(
+        producer="compressed-tensors",
+        scheme=PRODUCED_SCHEME[q.method],
+        quant_method="compressed-tensors",
+        weight_bits=q.effective_bits or 16,
+        activation_bits=16 if q.method in ("awq", "gptq") else 8,
+        group_size=q.effective_group_size,
+        symmetric=q.effective_symmetric,
+    )
+
+
 def kernel_validator(default_image: str | None) -> Validator:
-    """A Validator for the serving image's vLLM version (``spec.serving.vllmVersion`` wins)."""
+    """A Validator for the serving image's vLLM version (``spec.serving.vllmVersion`` wins).
+
+    Without an artifact it checks what the quantization Job would write, so a checkpoint vLLM
+    cannot load is refused before GPU hours are spent making it.
+    """
 
     def check(
-        spec: QuantizedModelSpec, artifact: ArtifactStatus, gpu: GPU | None
+        spec: QuantizedModelSpec, artifact: ArtifactStatus | None, gpu: GPU | None
     ) -> Validation | None:
         if gpu is None:
             return None
         version = vllm_version(spec.serving.image or default_image, spec.serving.vllm_version)
         if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
             return Validation("unsupported", None, (reason,))
+        if artifact is None:
+            expected = produced_checkpoint(spec)
+            if expected is None:
+                return None
+            verdict = validate(expected, gpu, version)
+            messages = tuple(f"{f.field}: {f.message}" for f in verdict.findings)
+            return Validation(verdict.verdict, verdict.kernel, messages)
         verdict = validate(checkpoint_from_artifact(artifact), gpu, version, artifact.architecture)
         severity = "error" if verdict.verdict == "unsupported" else "warning"
         messages = tuple(
