@@ -295,3 +295,24 @@ def test_planning_is_deterministic() -> None:
     a = plan(LLAMA_8B, w, lookup_gpu("L40S"), Budget(16384, 8), AWQ)
     b = plan(LLAMA_8B, w, lookup_gpu("L40S"), Budget(16384, 8), AWQ)
     assert a == b
+
+
+def test_a_sliding_window_plan_states_its_kv_as_whole_sequences() -> None:
+    gemma2 = architecture_from_config({
+        "model_type": "gemma2", "hidden_size": 3584, "intermediate_size": 14336,
+        "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 256,
+        "num_hidden_layers": 42, "vocab_size": 256000, "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+    })  # fmt: skip
+    p = plan(
+        gemma2, estimate_weights(gemma2), lookup_gpu("H100-80GB"), Budget(8192, 8), UNQUANTIZED
+    )
+    kv_memory = (
+        int(p.gpu.memory_bytes * p.gpu_memory_utilization)
+        - p.sizing.weight_bytes
+        - p.sizing.overhead.total_bytes
+    )
+    sequences = kv_memory / p.sizing.kv_bytes_per_sequence
+    # As vLLM 0.33 logs it: int(max concurrency x max_model_len), at least the budget's 8 x 8192.
+    assert p.kv_cache_tokens == int(sequences * 8192)
+    assert p.kv_cache_tokens >= 8 * 8192

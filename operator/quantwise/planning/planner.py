@@ -334,6 +334,12 @@ def plan(
     )
     tokens = kv_cache_tokens(arch, tp, kv_memory, budget.kv_cache_dtype, pp)
     per_token = kv_bytes_per_token(arch, tp, budget.kv_cache_dtype, pp)
+    sequences = kv_memory / chosen.kv_bytes_per_sequence if chosen.kv_bytes_per_sequence else 0.0
+    if arch.num_sliding_window_layers:
+        # A sliding-window layer holds a window, not every token: vLLM states such a cache's
+        # size as whole sequences x max_model_len (vllm/v1/core/kv_cache_utils.py,
+        # get_kv_cache_capacity: int(max_concurrency x max_model_len)), and so does the plan.
+        tokens = int(sequences * max_model_len)
     bytes_read = weights.bytes_read_per_token(arch)
     decode = gpu.bandwidth_gbps * 1e9 * tp / bytes_read if bytes_read else 0.0
 
@@ -346,7 +352,6 @@ def plan(
         f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
         f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01"
     )
-    sequences = kv_memory / chosen.kv_bytes_per_sequence if chosen.kv_bytes_per_sequence else 0.0
     reasons.append(
         _kv_reason(arch, tp, budget.kv_cache_dtype, per_token, tokens, sequences, max_model_len)
     )
