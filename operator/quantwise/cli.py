@@ -295,9 +295,6 @@ def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
 # ----- commands -----
 
 
-# What llm-compressor writes for each method (compressed-tensors schemes).
-
-
 def _kernel_tp_filter(
     spec: QuantizedModelSpec, arch: Architecture, config: dict[str, Any], gpu: GPU | None
 ) -> TPFilter | None:

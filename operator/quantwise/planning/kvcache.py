@@ -167,17 +167,16 @@ def layer_kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = 
     """KV-cache bytes one token takes in one attention layer on one GPU."""
     if arch.is_mla:
         width = arch.mla_kv_width
-        if arch.index_head_dim:
-            # Sparse MLA (DeepSeek-V3.2): a quantized cache is always fp8_ds_mla
-            # (layers/attention/mla_attention.py _canonicalize_sparse_mla_kv_cache_dtype), and each
-            # layer also caches the indexer's FP8 key with a float32 scale per 128 values
-            # (models/deepseek_v2.py DeepseekV32IndexerCache).
-            indexer = arch.index_head_dim + arch.index_head_dim // 128 * 4
-            if kv_cache_dtype == "fp8_ds_mla" or kv_cache_dtype in FP8_FAMILY:
-                return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
-        else:
-            indexer = 0
+        # Sparse MLA (DeepSeek-V3.2): each layer also caches the indexer's FP8 key with a float32
+        # scale per 128 values (models/deepseek_v2.py DeepseekV32IndexerCache), and a quantized
+        # cache is always fp8_ds_mla (layers/attention/mla_attention.py
+        # _canonicalize_sparse_mla_kv_cache_dtype).
+        head = arch.index_head_dim or 0
+        indexer = head + head // 128 * 4
+        if indexer and kv_cache_dtype in FP8_FAMILY:
+            return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
         if kv_cache_dtype == "fp8_ds_mla":
+            return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
             return FP8_DS_MLA_BYTES_PER_TOKEN
         if kv_cache_dtype in ("auto", "float16", "bfloat16"):
             return width * arch.dtype_bytes + indexer

@@ -19,7 +19,7 @@ Versions are (major, minor); ``max_version`` is exclusive.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Speed = Literal["fast", "slow"]
 ALL_GROUPS: frozenset[int | None] = frozenset()  # empty: any group size
@@ -73,6 +73,22 @@ _HUMMING_NOTE = (
     "humming-kernels dependency), not Marlin or Machete; its speed is not measured here: for "
     "Marlin use 4-bit, or 8-bit symmetric, weights with group size 32, 64, 128 or per channel"
 )
+
+
+def _wna16_marlin(min_capability: tuple[int, int], **window: Any) -> tuple[Rule, Rule]:
+    """Marlin's two rows for compressed-tensors WNA16 in one release window.
+
+    4-bit with or without zero points, 8-bit symmetric only (Marlin's zero-point type is uint4).
+    """
+    source = "compressed_tensors/schemes/compressed_tensors_wNa16.py"
+    return (
+        Rule("wna16", "Marlin", "fast", min_capability, source, bits=frozenset({4}),
+             group_sizes=MARLIN_GROUP_SIZES, marlin_shapes=True, **window),
+        Rule("wna16", "Marlin", "fast", min_capability, source, bits=frozenset({8}),
+             group_sizes=MARLIN_GROUP_SIZES, symmetric_only=True, marlin_shapes=True, **window),
+    )  # fmt: skip
+
+
 TABLE: tuple[Rule, ...] = (
     # --- AWQ ---------------------------------------------------------------------------------
     # AWQ has zero points; Marlin takes them for 4 bits only (marlin_utils.py
@@ -129,24 +145,9 @@ TABLE: tuple[Rule, ...] = (
     R("wna16", "Machete", "fast", (9, 0), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
       bits=frozenset({4, 8}), group_sizes=MACHETE_GROUP_SIZES, act_order=NO_G_IDX,
       max_capability=(9, 0)),
-    R("wna16", "Marlin", "fast", (8, 0), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({4}), group_sizes=MARLIN_GROUP_SIZES, marlin_shapes=True,
-      max_version=V0_20),
-    R("wna16", "Marlin", "fast", (8, 0), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({8}), group_sizes=MARLIN_GROUP_SIZES, symmetric_only=True,
-      marlin_shapes=True, max_version=V0_20),
-    R("wna16", "Marlin", "fast", (7, 5), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({4}), group_sizes=MARLIN_GROUP_SIZES, marlin_shapes=True,
-      min_version=V0_20, max_version=V0_33),
-    R("wna16", "Marlin", "fast", (7, 5), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({8}), group_sizes=MARLIN_GROUP_SIZES, symmetric_only=True,
-      marlin_shapes=True, min_version=V0_20, max_version=V0_33),
-    R("wna16", "Marlin", "fast", (7, 5), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({4}), group_sizes=MARLIN_GROUP_SIZES, marlin_shapes=True,
-      act_order=NO_G_IDX, min_version=V0_33),
-    R("wna16", "Marlin", "fast", (7, 5), "compressed_tensors/schemes/compressed_tensors_wNa16.py",
-      bits=frozenset({8}), group_sizes=MARLIN_GROUP_SIZES, symmetric_only=True,
-      marlin_shapes=True, act_order=NO_G_IDX, min_version=V0_33),
+    *_wna16_marlin((8, 0), max_version=V0_20),
+    *_wna16_marlin((7, 5), min_version=V0_20, max_version=V0_33),
+    *_wna16_marlin((7, 5), act_order=NO_G_IDX, min_version=V0_33),
     R("wna16", "Humming", "slow", (7, 5), "kernels/linear/mixed_precision/humming.py (0.33)",
       bits=frozenset({2, 3, 4, 5, 6, 7, 8}), act_order=NO_G_IDX, min_version=V0_33,
       note=_HUMMING_NOTE),
