@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from quantwise import API_GROUP, KIND, __version__
-from quantwise.api.crd import CRD_FILENAME, render_crd_yaml
+from quantwise.api.crd import crd_files
 from quantwise.api.spec import METHODS, QuantizedModelSpec
 from quantwise.planning.architecture import (
     Architecture,
@@ -37,8 +37,8 @@ from quantwise.planning.weights import (
     measure_weights,
     safetensors_files,
 )
-from quantwise.render.names import artifact_dir
-from quantwise.render.serving import deployment, service, serving_location
+from quantwise.render.serving import serving_objects
+from quantwise.vllm import DEFAULT_IMAGE, DEFAULT_VERSION, format_version, version_of
 
 DEFAULT_NAME = "model"
 DEFAULT_NAMESPACE = "default"
@@ -278,18 +278,20 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
     return "\n".join(out)
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """YAML as a person writes it: an object that repeats is written out again, not as an
+    anchor (``&id001``) and alias (``*id001``), so a GitOps diff shows every field."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
     meta = doc.get("metadata") or {}
     name = str(meta.get("name") or DEFAULT_NAME)
     namespace = str(meta.get("namespace") or DEFAULT_NAMESPACE)
-    subdir = artifact_dir(name, spec) if spec.quantization.method != "none" else None
-    location = serving_location(spec, subdir)
-    status = p.to_status()
-    objects = [
-        deployment(name, namespace, spec, status, location),
-        service(name, namespace),
-    ]
-    return yaml.safe_dump_all(objects, sort_keys=False, width=100)
+    objects = serving_objects(name, namespace, spec, p.to_status())
+    return yaml.dump_all(objects, Dumper=_PlainDumper, sort_keys=False, width=100)
 
 
 # ----- commands -----
@@ -300,7 +302,7 @@ def _kernel_tp_filter(
 ) -> TPFilter | None:
     """Skip TP sizes the checkpoint's kernel (Marlin) cannot run at."""
     from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
-    from quantwise.quantization.validate import validate, vllm_version
+    from quantwise.quantization.validate import validate
     from quantwise.reconcile.validation import produced_checkpoint
 
     try:
@@ -311,7 +313,7 @@ def _kernel_tp_filter(
         raise UserError(str(exc)) from exc
     if gpu is None:
         return None
-    verdict = validate(quant, gpu, vllm_version(spec.serving.image, spec.serving.vllm_version))
+    verdict = validate(quant, gpu, version_of(spec.serving.image, spec.serving.vllm_version))
     if not verdict.marlin_shapes:
         return None
     return lambda tp: verdict.tp_blocker(arch, quant, tp)
@@ -322,10 +324,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     doc = _apply_overrides(doc, args)
     spec = _parse_spec(doc)
     from quantwise.planning.kvcache import kv_cache_dtype_unavailable
-    from quantwise.quantization.validate import vllm_version
-    from quantwise.render.serving import DEFAULT_VLLM_IMAGE
 
-    version = vllm_version(spec.serving.image or DEFAULT_VLLM_IMAGE, spec.serving.vllm_version)
+    version = version_of(spec.serving.image or DEFAULT_IMAGE, spec.serving.vllm_version)
     if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
         print(f"quantwise plan: {reason}", file=sys.stderr)
         return 1
@@ -366,21 +366,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    text = render_crd_yaml()
+    files = crd_files()
     if args.stdout:
-        print(text, end="")
+        print("---\n".join(files.values()), end="")
         return 0
-    target = Path(args.output_dir) / CRD_FILENAME
+    stale = []
+    for filename, text in files.items():
+        target = Path(args.output_dir) / filename
+        if args.check:
+            if not target.is_file() or target.read_text() != text:
+                stale.append(str(target))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        print(f"wrote {target}")
+    if stale:
+        print(f"stale: {', '.join(stale)}: run `quantwise crd`", file=sys.stderr)
+        return 1
     if args.check:
-        current = target.read_text() if target.is_file() else ""
-        if current != text:
-            print(f"{target} is stale: run `quantwise crd`", file=sys.stderr)
-            return 1
-        print(f"{target} is up to date")
-        return 0
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    print(f"wrote {target}")
+        print(f"{args.output_dir} is up to date")
     return 0
 
 
@@ -396,7 +400,10 @@ def chart_files() -> dict[str, str]:
     from quantwise.rbac import chart_rules
 
     rules = RBAC_HEADER + yaml.safe_dump(chart_rules(), sort_keys=False, width=100)
-    return {f"crds/{CRD_FILENAME}": render_crd_yaml(), RBAC_RULES_FILE: rules}
+    return {
+        **{f"crds/{name}": text for name, text in crd_files().items()},
+        RBAC_RULES_FILE: rules,
+    }
 
 
 def cmd_chart_files(args: argparse.Namespace) -> int:
@@ -488,7 +495,7 @@ def _quantization_input(
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
-    from quantwise.quantization.validate import validate, vllm_version
+    from quantwise.quantization.validate import validate
 
     path = Path(args.path)
     gguf_files = sorted(path.glob("*.gguf")) if path.is_dir() else [path] * (path.suffix == ".gguf")
@@ -513,7 +520,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         gpu = lookup_gpu(args.gpu)
     except UnknownGPUError as exc:
         raise UserError(str(exc)) from exc
-    version = vllm_version(None, args.vllm)
+    version = version_of(None, args.vllm)
     verdict = validate(quant, gpu, version, arch)
     if args.output == "json":
         print(json.dumps(verdict.to_json(), indent=2))
@@ -609,7 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-gpu-memory-utilization", type=float)
         p.add_argument("--gpus-per-node", type=int)
         p.add_argument("--max-nodes", type=int)
-        p.add_argument("--vllm-version", help="vLLM version to check kernels for, e.g. 0.33")
+        p.add_argument(
+            "--vllm-version",
+            help=f"vLLM version to check kernels for (default: {format_version(DEFAULT_VERSION)})",
+        )
 
     p_plan = sub.add_parser("plan", help="size the serving deployment of a model, offline")
     plan_args(p_plan)
@@ -625,7 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
         "path", help="a model directory, a config.json, or a quantization_config JSON"
     )
     p_validate.add_argument("--gpu", default="H100-80GB", help=f"one of {', '.join(GPU_NAMES)}")
-    p_validate.add_argument("--vllm", default=None, help="vLLM version, e.g. 0.33 (default 0.33)")
+    p_validate.add_argument(
+        "--vllm", default=None, help=f"vLLM version (default {format_version(DEFAULT_VERSION)})"
+    )
     p_validate.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p_validate.set_defaults(func=cmd_validate)
 
@@ -703,7 +715,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_docs.add_argument("--check", action="store_true", help="fail if the file is stale")
     p_docs.set_defaults(func=cmd_api_docs)
 
-    p_crd = sub.add_parser("crd", help="write the CustomResourceDefinition from the API models")
+    p_crd = sub.add_parser("crd", help="write the CustomResourceDefinitions (the API models', Kopf's peering)")
     p_crd.add_argument("--output-dir", default="crds")
     p_crd.add_argument("--check", action="store_true", help="fail if the file is stale")
     p_crd.add_argument("--stdout", action="store_true")

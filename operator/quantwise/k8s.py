@@ -80,6 +80,10 @@ KOPF_CLUSTER_WIDE: tuple[ApiCall, ...] = (
 )
 
 
+class LogUnavailableError(Exception):
+    """A pod's log could not be read (no permission, kubelet unreachable, pod gone, rotated)."""
+
+
 def _missing(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
@@ -103,15 +107,17 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
-def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def _call(function: Callable[..., T], *args: Any, attempts: int | None = None, **kwargs: Any) -> T:
     """Call the API, retrying 429/5xx answers and timeouts with backoff; raise what remains.
 
     Every call the seam makes is idempotent (reads, server-side apply, a create whose 409 is
     success, a delete whose 404 is success), so repeating one after a timeout is safe.
+    ``attempts`` (default RETRY_ATTEMPTS) is 1 for reads that are optional and retried later.
     """
     kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-    for attempt in range(RETRY_ATTEMPTS):
-        last = attempt == RETRY_ATTEMPTS - 1
+    attempts = RETRY_ATTEMPTS if attempts is None else attempts
+    for attempt in range(attempts):
+        last = attempt == attempts - 1
         try:
             return function(*args, **kwargs)
         except ApiException as exc:
@@ -394,10 +400,20 @@ class Kube:
         return items
 
     def pod_log(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
-        """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early)."""
-        response = self._call(
-            self.core.read_namespaced_pod_log, name, namespace,
-            container=container, limit_bytes=limit_bytes, _preload_content=False,
-        )  # fmt: skip
+        """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early).
+
+        One attempt, no retries: the API server proxies the read to the node's kubelet, and a
+        kubelet that cannot be reached (a node down, a firewall) answers 500 for as long as it
+        lasts. Callers treat the log as optional and read it again later.
+        """
+        try:
+            response = self._call(
+                self.core.read_namespaced_pod_log, name, namespace, attempts=1,
+                container=container, limit_bytes=limit_bytes, _preload_content=False,
+            )  # fmt: skip
+        except ApiException as exc:
+            raise LogUnavailableError(f"HTTP {exc.status} {exc.reason}".strip()) from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise LogUnavailableError(str(exc) or type(exc).__name__) from exc
         data = response.data
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)

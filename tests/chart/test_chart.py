@@ -68,7 +68,7 @@ def render(values: dict[str, Any]) -> list[dict[str, Any]]:
         for doc in yaml.safe_load_all(text)
         if doc
     ]
-    return objects + [yaml.safe_load(c["data"]) for c in chart.crds]
+    return objects + [doc for c in chart.crds for doc in yaml.safe_load_all(c["data"]) if doc]
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -97,8 +97,9 @@ def test_the_chart_crds_are_the_generated_ones() -> None:
     for relative, text in files.items():
         assert (CHART / relative).read_text() == text, f"run `quantwise chart-files` ({relative})"
     crds = helm.Chart.load(CHART).crds
-    assert [yaml.safe_load(c["data"]) for c in crds] == [
-        yaml.safe_load((ROOT / "crds" / Path(c["filename"]).name).read_text()) for c in crds
+    assert [list(yaml.safe_load_all(c["data"])) for c in crds] == [
+        list(yaml.safe_load_all((ROOT / "crds" / Path(c["filename"]).name).read_text()))
+        for c in crds
     ]
 
 
@@ -259,3 +260,29 @@ def test_notes_tell_how_to_apply_a_first_model() -> None:
     assert "kubectl -n quantwise-system apply -f" in notes
     assert "examples/llama-3.1-8b-awq.yaml" in notes
     assert "Helm does not upgrade CRDs" in notes
+
+
+def templates(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """What the chart's templates render (not its crds/ folder, which Helm installs first)."""
+    out = helm.Chart.load(CHART).render(
+        values, name="quantwise", namespace=NAMESPACE, is_install=True
+    )
+    return [doc for path, text in out.items() if not path.endswith("NOTES.txt")
+            for doc in yaml.safe_load_all(text) if doc]  # fmt: skip
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_no_template_renders_an_object_of_a_crd_the_chart_installs(option: str) -> None:
+    """Helm installs crds/ before the templates; a CRD among the templates next to an object
+    of its kind fails at `helm install` on a real API server ("no matches for kind
+    KopfPeering"), as replicaCount: 2 did. Every CRD is in crds/, none in the templates."""
+    rendered = templates(OPTIONS[option])
+    assert by_kind(rendered, "CustomResourceDefinition") == []
+    crds = {
+        doc["spec"]["names"]["kind"]
+        for c in helm.Chart.load(CHART).crds
+        for doc in yaml.safe_load_all(c["data"])
+    }
+    assert {"QuantizedModel", "KopfPeering", "ClusterKopfPeering"} <= crds
+    peering = by_kind(rendered, "KopfPeering") + by_kind(rendered, "ClusterKopfPeering")
+    assert bool(peering) == (OPTIONS[option].get("replicaCount", 1) > 1)

@@ -140,3 +140,27 @@ async def test_without_a_gpu_the_model_is_planned_on_the_labelled_nodes(server: 
         assert "smallest" in plan["reasons"][0] and "NVIDIA-L4" in plan["reasons"][0]
         selector = dep["spec"]["template"]["spec"]["nodeSelector"]
         assert selector == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+
+
+async def test_an_unreadable_pod_log_never_blocks_ready(server: Any) -> None:
+    """A kubelet that cannot be reached answers 500 to pods/log (seen on a real control plane):
+    the model still goes Ready at once, KVCacheVerified says why it is unknown, and the read is
+    not retried on every reconcile (once, then after LOG_RETRY_SECONDS)."""
+    async with fast(server):
+        await quantized(server, {"gpu": {"product": "H100-80GB"}})
+        dep = await eventually(lambda: objects(server, DEPLOYMENTS).get("llama"))
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        await serving_pod(server, "llama-abc", labels)
+        server.pod_log_failures["ml", "llama-abc"] = 500
+        await patch_status(server, DEPLOYMENTS, "ml", "llama",
+                           {"replicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
+                            "observedGeneration": 1})  # fmt: skip
+        await phase(server, "Ready")
+        verified = await eventually(lambda: condition(server, "KVCacheVerified"))
+        assert verified["status"] == "Unknown"
+        assert verified["reason"] == "LogUnavailable"
+        assert "llama-abc" in verified["message"] and "500" in verified["message"]
+        assert condition(server, "Ready")["status"] == "True"
+        assert "measured" not in status(server)["plan"]
+        reads = [c for c in server.calls if (c.resource, c.subresource) == ("pods", "log")]
+        assert len(reads) == 1, reads  # one attempt: no retry storm against a dead kubelet

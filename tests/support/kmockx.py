@@ -385,6 +385,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     calls: list[ApiCall] = attrs.field(factory=list, init=False)
     faults: list[Fault] = attrs.field(factory=list, init=False)
     pod_logs: dict[tuple[str | None, str], str] = attrs.field(factory=dict, init=False)
+    # (namespace, pod) -> HTTP status its log read answers (500: a kubelet that is down).
+    pod_log_failures: dict[tuple[str | None, str], int] = attrs.field(factory=dict, init=False)
     # kmock keeps every request and, for each one, scans them all (once per reaction) to find
     # its reaction: time grows with the square of the requests. A load test keeps only the
     # newest this many (at least 1) in kmock's list; ``calls`` keeps them all. kmock's DSL views
@@ -697,6 +699,9 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         key = (request.resource, request.namespace, request.name)
         if not self._live(key):
             return _error(404, f'pods "{request.name}" not found')
+        failure = self.pod_log_failures.get((request.namespace, request.name))
+        if failure is not None:  # as the API server answers when the kubelet is unreachable
+            return _error(failure, 'Get "https://node:10250/containerLogs/...": refused')
         return aiohttp.web.Response(text=self.pod_logs.get((request.namespace, request.name), ""))
 
     # ----- reads (kmock registers these bound methods as its fallbacks) -----

@@ -240,3 +240,27 @@ def test_plan_refuses_a_kv_cache_dtype_the_vllm_release_lacks(
     assert "kvCacheDtype turboquant_k8v4 is not in vLLM 0.11 (vLLM 0.20 has it)" in err
     code, out, _ = run(capsys, *argv, "--vllm-version", "0.20")
     assert code == 0 and "--kv-cache-dtype turboquant_k8v4" in out
+
+
+@pytest.mark.parametrize("command", [["plan", "-o", "yaml"], ["render"]])
+def test_a_plan_across_nodes_prints_its_leader_worker_set(
+    capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """A multi-node plan is served by a LeaderWorkerSet: the CLI prints it (it crashed with a
+    traceback, "render a LeaderWorkerSet"), as plain YAML without anchors or aliases."""
+    example = ROOT / "examples" / "llama-3.1-405b-multinode.yaml"
+    config = ROOT / "examples" / "models" / "meta-llama--Llama-3.1-405B-Instruct" / "config.json"
+    code, out, err = run(capsys, command[0], str(example), "--config", str(config), *command[1:])
+    assert code == 0, err
+    lws, svc = yaml.safe_load_all(out)
+    assert [lws["kind"], svc["kind"]] == ["LeaderWorkerSet", "Service"]
+    assert lws["spec"]["leaderWorkerTemplate"]["size"] == 2
+    assert svc["spec"]["selector"]["quantwise.dev/role"] == "leader"
+    # The leader and worker templates share objects (tolerations, security contexts): written
+    # out each time, never as &id001 / *id001.
+    assert "&id" not in out and "*id" not in out
+    worker = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]
+    assert (
+        worker["tolerations"]
+        == lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["tolerations"]
+    )

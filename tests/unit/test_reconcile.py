@@ -553,3 +553,31 @@ def test_a_checkpoint_the_serving_vllm_cannot_load_is_not_quantized() -> None:
     assert "create_job" in kinds(
         reconcile(observe(spec=inspect), Settings(), validator=kernel_validator(None))
     )
+
+
+def test_a_checkpoint_being_inspected_is_validating() -> None:
+    """Phase Validating is what a pre-quantized model shows while its inspection Job runs (it
+    validates a checkpoint that exists); a quantization Job shows Quantizing."""
+    spec = with_("spec.quantization", {"method": "none"})["spec"]
+    job = job_name("llama", QuantizedModelSpec.model_validate(spec))
+    created = run(observe(spec=spec))
+    assert created.status.phase == "Validating"
+    assert cond(created, "Quantized") == ("False", "JobCreated")
+    running = run(
+        observe(spec=spec, status=created.status.to_api(), job=JobState(name=job, active=True))
+    )
+    assert running.status.phase == "Validating"
+    assert cond(running, "Quantized") == ("False", "JobRunning")
+    assert run(observe(job=JobState(name=JOB, active=True))).status.phase == "Quantizing"
+
+
+def test_a_leader_worker_set_model_reports_its_ready_groups_as_replicas() -> None:
+    """status.replicas (the scale subresource) counts the LeaderWorkerSet's ready groups, not
+    the Deployment a model served by an LWS does not have (it said 0 when Ready)."""
+    two = DeploymentState(replicas=2, available_replicas=2, updated_replicas=2)
+    out = run(deployed_observation(
+        {**MULTI_NODE, "replicas": 2}, lws_installed=True, leader_worker_set=two,
+    ))  # fmt: skip
+    assert out.status.phase == "Ready"
+    assert out.status.replicas == 2
+    assert out.status.selector is not None

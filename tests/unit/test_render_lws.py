@@ -145,3 +145,45 @@ def test_each_kind_refuses_the_other_plan() -> None:
     one_node = plan.model_copy(update={"pipeline_parallel_size": 1})
     with pytest.raises(ValueError, match="Deployment"):
         leader_worker_set("llama", "ml", spec, one_node, serving_location(spec, None))
+
+
+@pytest.mark.parametrize("vllm", ["0.11", "0.33"])
+@pytest.mark.parametrize("revision", ["main", "v2"])
+def test_every_flag_the_renderer_emits_is_one_extra_args_may_not_set(
+    vllm: str, revision: str
+) -> None:
+    """The admission guard is the renderer's own flag table: each ``-``/``--`` argument of every
+    vLLM container (Deployment, LWS leader and workers, Ray and mp launchers, a revision) is a
+    planned flag, so ``spec.serving.extraArgs`` can never set one of them again."""
+    from quantwise.vllm import planned_flag
+
+    one = spec_405b(vllmVersion=vllm)
+    body = one.model_dump(by_alias=True, exclude_none=True)
+    body["source"]["huggingFace"]["revision"] = revision
+    spec = QuantizedModelSpec.model_validate(body)
+    lws, _ = render(spec)
+    group = lws["spec"]["leaderWorkerTemplate"]
+    containers = [
+        group["leaderTemplate"]["spec"]["containers"][0],
+        group["workerTemplate"]["spec"]["containers"][0],
+    ]
+    small = QuantizedModelSpec.model_validate(
+        {**body, "serving": {**body["serving"], "maxNodes": 1, "gpu": {"product": "B200"}}}
+    )
+    plan = plan_spec(small, LLAMA_405B, estimate_weights(LLAMA_405B), UNQUANTIZED).to_status()
+    containers.append(
+        deployment("llama", "ml", small, plan, serving_location(small, None))["spec"]["template"][
+            "spec"
+        ]["containers"][0]
+    )
+    emitted = {
+        a.split("=", 1)[0]
+        for c in containers
+        if c["command"][0] == "vllm" or "vllm serve" in " ".join(c["command"])
+        for a in c.get("args") or []
+        if a.startswith("-")
+    }
+    assert {"--tensor-parallel-size", "--max-model-len"} <= emitted
+    assert ("--revision" in emitted) == (revision != "main")
+    assert ("--headless" in emitted) == (vllm == "0.33")
+    assert [a for a in sorted(emitted) if planned_flag(a) is None] == []

@@ -19,12 +19,13 @@ from pydantic import ValidationError
 from test_api import BASE
 from test_planner import AWQ, LLAMA_8B
 
-from quantwise.api.spec import MAX_NAME_LENGTH, PLANNED_FLAGS, QuantizedModelSpec
+from quantwise.api.spec import MAX_NAME_LENGTH, QuantizedModelSpec
 from quantwise.planning.for_spec import plan_spec
 from quantwise.planning.weights import estimate_weights
 from quantwise.render.job import quantization_job
 from quantwise.render.names import artifact_dir, dns_label
 from quantwise.render.serving import deployment, service, serving_location
+from quantwise.vllm import SHORT_ALIASES, Flag
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -104,7 +105,7 @@ def test_values_from_the_spec_never_reach_a_shell(module: str, extra: list[str])
     assert job_args[job_args.index(module) - 1] == "--ignore"
 
 
-@pytest.mark.parametrize("flag", PLANNED_FLAGS)
+@pytest.mark.parametrize("flag", [*Flag, *SHORT_ALIASES])
 @pytest.mark.parametrize("form", ["{flag}", "{flag}=1"])
 def test_extra_args_that_override_a_planned_flag_are_refused(flag: str, form: str) -> None:
     body = copy.deepcopy(BASE["spec"])

@@ -14,7 +14,8 @@ from quantwise.planning.architecture import architecture_from_config
 from quantwise.planning.gpus import lookup_gpu
 from quantwise.quantization.config import parse_quantization_config
 from quantwise.quantization.matrix import TABLE
-from quantwise.quantization.validate import marlin_tp_blocker, validate, vllm_version
+from quantwise.quantization.validate import marlin_tp_blocker, validate
+from quantwise.vllm import version_of as vllm_version
 
 ROOT = Path(__file__).parents[2]
 AWQ = {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True, "version": "gemm"}

@@ -224,3 +224,55 @@ def render_crd_yaml() -> str:
     """Return the CRD as the YAML text committed under ``crds/``."""
     body = yaml.safe_dump(build_crd(), sort_keys=False, width=100, allow_unicode=True)
     return HEADER + body
+
+
+# Kopf's peering resources (Kopf docs, "Peering"): with more than one operator replica, each
+# announces itself in a peering object and all but the one of highest priority pause. They are
+# installed with quantwise's own CRD (crds/, the chart's crds/ folder), never next to a peering
+# object in one set of templates: an API server cannot map an object whose CRD arrives in the
+# same request set ("no matches for kind KopfPeering"), so `helm install --set replicaCount=2`
+# failed on a real cluster. Both scopes are always installed: they cost nothing unused.
+PEERING_CRD_FILENAME = "kopf.dev_peerings.yaml"
+
+
+def peering_crds() -> list[dict[str, Any]]:
+    """Kopf's ClusterKopfPeering (watching all namespaces) and KopfPeering CRDs."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
+    }
+    return [
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {
+                "name": f"{plural}.kopf.dev",
+                "annotations": {"argocd.argoproj.io/sync-wave": "-10"},
+            },
+            "spec": {
+                "scope": scope,
+                "group": "kopf.dev",
+                "names": {"kind": kind, "plural": plural, "singular": plural.removesuffix("s")},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": schema},
+                    }
+                ],
+            },
+        }
+        for kind, plural, scope in (
+            ("ClusterKopfPeering", "clusterkopfpeerings", "Cluster"),
+            ("KopfPeering", "kopfpeerings", "Namespaced"),
+        )
+    ]
+
+
+def crd_files() -> dict[str, str]:
+    """The files of ``crds/``, by name: quantwise's CRD and Kopf's peering CRDs."""
+    peering = yaml.safe_dump_all(peering_crds(), sort_keys=False, width=100)
+    return {CRD_FILENAME: render_crd_yaml(), PEERING_CRD_FILENAME: HEADER + peering}

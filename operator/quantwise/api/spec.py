@@ -10,6 +10,7 @@ that both agree.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -17,6 +18,7 @@ from pydantic import AfterValidator, Field, model_validator
 from quantwise.api.base import ApiModel, cel, cel_rules, with_cel_rules
 from quantwise.planning.gpus import GPU_NAMES
 from quantwise.planning.kvcache import KVCacheDtype
+from quantwise.vllm import SHORT_ALIASES, Flag, planned_flag, planned_flag_pattern
 
 Method = Literal["awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none"]
 
@@ -39,25 +41,6 @@ DEFAULT_GROUP_SIZE = 128
 # marlin_utils.py, MARLIN_SUPPORTED_GROUP_SIZES); -1 means one group per output channel.
 GROUP_SIZES: tuple[int, ...] = (-1, 32, 64, 128)
 CALIBRATED_METHODS: tuple[str, ...] = ("awq", "gptq", "w8a8-int8", "fp8")
-
-# Flags the planner sets; extraArgs must not set them again (vLLM keeps the last occurrence,
-# which would silently undo the plan).
-PLANNED_FLAGS: tuple[str, ...] = (
-    "--model",
-    "--served-model-name",
-    "--tensor-parallel-size",
-    "--pipeline-parallel-size",
-    "--gpu-memory-utilization",
-    "--max-model-len",
-    "--max-num-seqs",
-    "--max-num-batched-tokens",
-    "--kv-cache-dtype",
-    "--quantization",
-    "--port",
-    "--host",
-    "-tp",
-    "-pp",
-)
 
 # Kubernetes names: the model's Service is named after it, so it must be a DNS-1035 label, and
 # the quantization Job "<name>-quantize-<hash8>" must stay within 63 characters.
@@ -421,11 +404,12 @@ class GpuSpec(ApiModel):
 
 
 def _extra_args_rule() -> dict[str, str]:
-    flags = ", ".join(f"'{f}'" for f in PLANNED_FLAGS)
     return cel(
-        f"self.all(a, !([{flags}].exists(f, a == f || a.startsWith(f + '='))))",
+        f"self.all(a, !a.matches({json.dumps(planned_flag_pattern())}))",
         "spec.serving.extraArgs must not set flags that quantwise plans ("
-        + ", ".join(PLANNED_FLAGS)
+        + ", ".join(Flag)
+        + ", in any spelling vLLM accepts: --flag=value, underscores, abbreviations, "
+        + ", ".join(SHORT_ALIASES)
         + "): change the matching spec field instead",
     )
 
@@ -519,12 +503,11 @@ class Serving(ApiModel):
 
     @model_validator(mode="after")
     def _extra_args(self) -> Serving:
-        for arg in self.extra_args or ():
-            flag = arg.split("=", 1)[0]
-            if flag in PLANNED_FLAGS:
+        for index, arg in enumerate(self.extra_args or ()):
+            if (flag := planned_flag(arg)) is not None:
                 raise ValueError(
-                    f"spec.serving.extraArgs sets {flag}, which quantwise plans: change the "
-                    "matching spec field instead"
+                    f"spec.serving.extraArgs[{index}] {arg!r} sets {flag}, which quantwise "
+                    "plans: change the matching spec field instead"
                 )
         return self
 

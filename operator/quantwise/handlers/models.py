@@ -21,7 +21,7 @@ import kopf
 import quantwise.metrics as metrics
 from quantwise import API_GROUP, API_VERSION, PLURAL
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.k8s import LWS_GROUP, LWS_VERSION, Kube
+from quantwise.k8s import LWS_GROUP, LWS_VERSION, Kube, LogUnavailableError
 from quantwise.planning.inventory import LABEL_PRODUCT, GpuPool, NodeGpus, node_gpus, pools
 from quantwise.reconcile.core import (
     DeploymentState,
@@ -34,7 +34,7 @@ from quantwise.reconcile.core import (
 from quantwise.reconcile.measured import LOG_LIMIT_BYTES, parse_vllm_log
 from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import LABEL_MANAGED_BY, LABEL_ROLE, job_name, selector_labels
-from quantwise.render.serving import DEFAULT_VLLM_IMAGE
+from quantwise.vllm import DEFAULT_IMAGE
 
 # How often every known model is reconciled even when nothing changed: a Deployment edited or
 # deleted by hand is restored within this time.
@@ -44,6 +44,9 @@ DRIFT_CHECK_SECONDS = float(os.environ.get("QUANTWISE_DRIFT_CHECK_SECONDS", "120
 RETRY_BACKOFF_SECONDS = float(os.environ.get("QUANTWISE_RETRY_BACKOFF_SECONDS", "15"))
 # How long the answer to "is LeaderWorkerSet installed?" is trusted.
 LWS_DISCOVERY_SECONDS = 60.0
+# A serving pod's log that could not be read is tried again after this long (the next reconcile
+# after it: the drift check, or any change of the model or its children).
+LOG_RETRY_SECONDS = 60.0
 GPU_INDEX_KEY = "gpu"
 
 
@@ -60,15 +63,22 @@ class Runtime:
         # Kopf's index of GPU nodes (set by the first handler call; the drift thread reads it).
         self.gpu_nodes: Any = None
         self._lws: tuple[float, bool] | None = None
-        self._logs_read: set[str] = set()
+        # pod uid -> when its log may be read (again); inf: read, not to be read again.
+        self._log_reads: dict[str, float] = {}
 
-    def first_read(self, pod_uid: str) -> bool:
-        """True the first time a pod's log is to be read (a log without the line is not re-read)."""
+    def log_due(self, pod_uid: str) -> bool:
+        """Whether a pod's log is to be read now: never read, or a failed read's wait is over."""
         with self._guard:
-            if pod_uid in self._logs_read:
-                return False
-            self._logs_read.add(pod_uid)
-            return True
+            return self._log_reads.get(pod_uid, 0.0) <= time.monotonic()
+
+    def log_read(self, pod_uid: str, ok: bool) -> None:
+        """Record a read of a pod's log.
+
+        A log that was read is not read again (it will not grow the line); one that failed is
+        tried again after LOG_RETRY_SECONDS.
+        """
+        with self._guard:
+            self._log_reads[pod_uid] = float("inf") if ok else time.monotonic() + LOG_RETRY_SECONDS
 
     def lws_installed(self) -> bool:
         """Whether the API server serves LeaderWorkerSets (discovery, cached for a minute)."""
@@ -215,13 +225,14 @@ def observe(rt: Runtime, body: dict[str, Any]) -> Observation:
             lws = kube.get_leader_worker_set(namespace, name)
     inventory = rt.inventory() if spec is not None and spec.serving.gpu is None else None
     workload = lws if (plan.get("pipelineParallelSize") or 1) > 1 else dep
-    vllm_log = None
+    vllm_log: tuple[str, str] | None = None
+    log_error: str | None = None
     if workload is not None and plan and not plan.get("measured"):
         ready = (workload.get("status") or {}).get(
             "readyReplicas" if workload is lws else "availableReplicas"
         )
         if ready:
-            vllm_log = read_vllm_log(rt, namespace, name, leaders=workload is lws)
+            vllm_log, log_error = read_vllm_log(rt, namespace, name, leaders=workload is lws)
     return Observation(
         name=name,
         namespace=namespace,
@@ -237,14 +248,19 @@ def observe(rt: Runtime, body: dict[str, Any]) -> Observation:
         leader_worker_set=lws_state(lws) if lws is not None else None,
         inventory=inventory,
         vllm_log=vllm_log,
+        vllm_log_error=log_error,
     )
 
 
-def read_vllm_log(rt: Runtime, namespace: str, name: str, leaders: bool) -> tuple[str, str] | None:
-    """The start of a ready serving pod's log (a leader's, for a LeaderWorkerSet), once per pod.
+def read_vllm_log(
+    rt: Runtime, namespace: str, name: str, leaders: bool
+) -> tuple[tuple[str, str] | None, str | None]:
+    """The start of a ready serving pod's log (a leader's, for a LeaderWorkerSet), and why not.
 
-    Read only while the plan has no measurement yet; a pod whose log had no KV-cache line is not
-    read again (its log will not grow one).
+    Read only while the plan has no measurement yet, once per pod: a pod whose log had no
+    KV-cache line is not read again (its log will not grow one). The log is optional: a read
+    that fails (no permission for pods/log, a kubelet that cannot be reached, a pod gone) is
+    returned as a message, never raised, and tried again after LOG_RETRY_SECONDS.
     """
     labels = selector_labels(name)
     if leaders:
@@ -256,14 +272,22 @@ def read_vllm_log(rt: Runtime, namespace: str, name: str, leaders: bool) -> tupl
         if status.get("phase") != "Running" or not any(c.get("ready") for c in statuses):
             continue
         uid = str(meta.get("uid") or meta.get("name"))
-        if not rt.first_read(uid):
+        if not rt.log_due(uid):
             continue
         container = "vllm-leader" if leaders else "vllm"
-        text = rt.kube.pod_log(namespace, meta["name"], container, LOG_LIMIT_BYTES)
+        try:
+            text = rt.kube.pod_log(namespace, meta["name"], container, LOG_LIMIT_BYTES)
+        except LogUnavailableError as exc:
+            rt.log_read(uid, ok=False)
+            return None, (
+                f"could not read the log of pod {meta['name']} ({exc}); trying again in "
+                f"{LOG_RETRY_SECONDS:.0f} s"
+            )
+        rt.log_read(uid, ok=True)
         if parse_vllm_log(text) is None:
-            return None
-        return str(meta["name"]), text
-    return None
+            return None, None
+        return (str(meta["name"]), text), None
+    return None, None
 
 
 def _needs_lws(spec: QuantizedModelSpec | None) -> bool:
@@ -303,7 +327,7 @@ def _reconcile_model(rt: Runtime, namespace: str, name: str, logger: kopf.Logger
         if body is None or body["metadata"].get("deletionTimestamp"):
             metrics.forget(namespace, name)
             return None
-        validator = kernel_validator(rt.settings.vllm_image or DEFAULT_VLLM_IMAGE)
+        validator = kernel_validator(rt.settings.vllm_image or DEFAULT_IMAGE)
         outcome = reconcile(observe(rt, body), rt.settings, validator=validator)
         for action in outcome.actions:
             if action.kind == "create_job":

@@ -24,6 +24,7 @@ import math
 from typing import Literal, get_args
 
 from quantwise.planning.architecture import Architecture
+from quantwise.vllm import V0_11, V0_20, V0_33, Version, format_version
 
 BLOCK_SIZE_TOKENS = 16
 """vLLM's default KV-cache block size in tokens (vllm/config/cache.py, ``block_size``)."""
@@ -51,8 +52,8 @@ KV_CACHE_DTYPES: tuple[str, ...] = get_args(KVCacheDtype)
 # vLLM releases checked (vllm/config/cache.py ``CacheDType`` in the 0.11.0, 0.20.0 and 0.33.0
 # wheels) that lack a dtype, and the first checked one that has it: ``vllm serve`` refuses a
 # ``--kv-cache-dtype`` its release does not know. 0.11 has auto, bfloat16 and the fp8 family.
-_FROM_0_20 = ((0, 11), (0, 20))
-KV_CACHE_DTYPE_RELEASES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
+_FROM_0_20 = (V0_11, V0_20)
+KV_CACHE_DTYPE_RELEASES: dict[str, tuple[Version, Version]] = {
     "float16": _FROM_0_20,
     "fp8_ds_mla": _FROM_0_20,
     "turboquant_k8v4": _FROM_0_20,
@@ -62,11 +63,11 @@ KV_CACHE_DTYPE_RELEASES: dict[str, tuple[tuple[int, int], tuple[int, int]]] = {
     "int8_per_token_head": _FROM_0_20,
     "fp8_per_token_head": _FROM_0_20,
     "nvfp4": _FROM_0_20,
-    "int4_per_token_head": ((0, 20), (0, 33)),
+    "int4_per_token_head": (V0_20, V0_33),
 }
 
 
-def kv_cache_dtype_unavailable(kv_cache_dtype: str, vllm_version: tuple[int, int]) -> str | None:
+def kv_cache_dtype_unavailable(kv_cache_dtype: str, vllm_version: Version) -> str | None:
     """Why vLLM ``vllm_version`` refuses ``--kv-cache-dtype kv_cache_dtype`` (None: it takes it).
 
     Only releases known to lack the dtype are refused; one between a release that lacks it and
@@ -78,7 +79,7 @@ def kv_cache_dtype_unavailable(kv_cache_dtype: str, vllm_version: tuple[int, int
     since = releases[1]
     return (
         f"spec.serving.kvCacheDtype {kv_cache_dtype} is not in vLLM "
-        f"{vllm_version[0]}.{vllm_version[1]} (vLLM {since[0]}.{since[1]} has it): serve with a "
+        f"{format_version(vllm_version)} (vLLM {format_version(since)} has it): serve with a "
         "newer image (spec.serving.image / vllmVersion) or choose another kvCacheDtype"
     )
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from quantwise.vllm import V0_20, V0_33
+
 Speed = Literal["fast", "slow"]
 ALL_GROUPS: frozenset[int | None] = frozenset()  # empty: any group size
 MARLIN_GROUP_SIZES = frozenset({-1, 32, 64, 128})
@@ -29,8 +31,6 @@ MACHETE_GROUP_SIZES = frozenset({-1, 64, 128})
 # GPTQ_MARLIN_MIN_THREAD_N = 64, GPTQ_MARLIN_MIN_THREAD_K = 128).
 MARLIN_MIN_THREAD_N = 64
 MARLIN_MIN_THREAD_K = 128
-V0_20 = (0, 20)
-V0_33 = (0, 33)
 # From 0.33 Marlin zero-pads weight shapes it cannot tile (kernels/linear/mixed_precision/
 # marlin.py), so the thread-shape checks above apply only before it; a quantization group split
 # across tensor-parallel shards still fails (compressed_tensors_wNa16.py,

@@ -7,7 +7,6 @@ name the field each problem comes from and what to do about it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,9 +21,9 @@ from quantwise.quantization.matrix import (
     Rule,
     rules_for,
 )
+from quantwise.vllm import DEFAULT_VERSION, Version, format_version
 
 Severity = Literal["error", "warning", "info"]
-DEFAULT_VLLM_VERSION = (0, 33)
 
 
 @dataclass(frozen=True)
@@ -70,30 +69,12 @@ class Verdict:
         }
 
 
-def vllm_version(image: str | None, override: str | None = None) -> tuple[int, int]:
-    """The (major, minor) vLLM version from ``spec.serving.vllmVersion``, else the image tag.
-
-    ``vllm/vllm-openai:v0.33.0`` gives (0, 33); a tag without a version (``latest``, a digest)
-    gives quantwise's default, 0.33.
-    """
-    for text in (override, (image or "").rsplit(":", 1)[-1] if image and ":" in image else None):
-        if text:
-            match = re.match(r"^v?(\d+)\.(\d+)", text)
-            if match:
-                return int(match.group(1)), int(match.group(2))
-    return DEFAULT_VLLM_VERSION
-
-
-def _version(v: tuple[int, int]) -> str:
-    return f"{v[0]}.{v[1]}"
-
-
 def _span(rule: Rule) -> str:
     if rule.max_version >= (99, 0):
-        return f"{_version(rule.min_version)} and later"
+        return f"{format_version(rule.min_version)} and later"
     if rule.min_version == (0, 0):
-        return f"before {_version(rule.max_version)}"
-    return f"{_version(rule.min_version)} to before {_version(rule.max_version)}"
+        return f"before {format_version(rule.max_version)}"
+    return f"{format_version(rule.min_version)} to before {format_version(rule.max_version)}"
 
 
 def _cc(v: tuple[int, int]) -> str:
@@ -110,7 +91,7 @@ def _mismatches(
             Finding(
                 "vllm",
                 f"{rule.kernel} for {rule.scheme} is in vLLM {_span(rule)}, not "
-                f"{_version(version)}",
+                f"{format_version(version)}",
                 "error",
             )
         )
@@ -174,7 +155,7 @@ def _mismatches(
             Finding(
                 f"quantization_config.{what}",
                 f"{rule.kernel} in vLLM "
-                f"{_version(version)} does not take act-order {q.act_order!r} "
+                f"{format_version(version)} does not take act-order {q.act_order!r} "
                 + ("with grouped quantization" if q.group_size not in (None, -1) else ""),
                 "error",
             )
@@ -185,7 +166,7 @@ def _mismatches(
 def validate(
     q: CheckpointQuantization,
     gpu: GPU,
-    version: tuple[int, int] = DEFAULT_VLLM_VERSION,
+    version: Version = DEFAULT_VERSION,
     arch: Architecture | None = None,
 ) -> Verdict:
     """Decide whether vLLM ``version`` loads ``q`` on ``gpu``, and on which kernel."""
@@ -207,13 +188,13 @@ def validate(
             "install it in the serving image"
             if removed.plugin
             else f"no longer loads {q.quant_method} checkpoints (removed in "
-            f"{_version(removed.version)}, no plugin replaces it): serve with an older vLLM "
+            f"{format_version(removed.version)}, no plugin replaces it): serve with an older vLLM "
             "(spec.serving.vllmVersion and image)"
         )
         findings.append(
             Finding(
                 "quantization_config.quant_method",
-                f"vLLM {_version(version)} {where}, or quantize with awq or gptq instead",
+                f"vLLM {format_version(version)} {where}, or quantize with awq or gptq instead",
                 "error",
             )
         )

@@ -35,13 +35,7 @@ from quantwise.reconcile.conditions import get_condition, set_condition
 from quantwise.reconcile.measured import parse_vllm_log
 from quantwise.render.job import quantization_job
 from quantwise.render.names import artifact_dir, artifact_hash, job_name, selector_labels
-from quantwise.render.serving import (
-    deployment,
-    endpoint,
-    leader_worker_set,
-    service,
-    serving_location,
-)
+from quantwise.render.serving import endpoint, serving_objects
 
 RETRY_ANNOTATION = "quantwise.dev/retry"
 """Set (to any new value) on a Failed QuantizedModel to run its failed Job again."""
@@ -97,6 +91,8 @@ class Observation:
     inventory: tuple[GpuPool, ...] | None = None
     # (pod name, the start of its log) of a ready serving pod (the leader), when read.
     vllm_log: tuple[str, str] | None = None
+    # Why a ready serving pod's log could not be read (it is tried again later).
+    vllm_log_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -294,11 +290,13 @@ def reconcile(
         retry = obs.annotations.get(RETRY_ANNOTATION)
         retry_requested = retry is not None and retry != current.retry
         verb = "inspect" if spec.quantization.method == "none" else "quantize"
+        # An inspection Job validates a checkpoint that exists; a quantization Job makes one.
+        working = "Validating" if spec.quantization.method == "none" else "Quantizing"
         state = obs.job
         if state is not None and state.failed and retry_requested:
             actions.append(Action(kind="delete_job", name=job))
             st.set("Quantized", False, "JobRetrying", f"deleting failed Job {job} to run it again")
-            return finish("Quantizing", retry=retry)
+            return finish(working, retry=retry)
         if state is None:
             # The Job was there (or already found gone) and nobody asked to run it again.
             deleted = (
@@ -330,8 +328,8 @@ def reconcile(
             actions.append(Action(kind="create_job", body=body, name=job))
             st.set("Quantized", False, "JobCreated", f"created Job {job} to {verb} the model")
             if retry_requested:
-                return finish("Quantizing", retry=retry)
-            return finish("Quantizing")
+                return finish(working, retry=retry)
+            return finish(working)
         if state.failed:
             reason, message = _job_failure(state)
             st.set("Quantized", False, reason, message)
@@ -347,7 +345,7 @@ def reconcile(
                 )
                 return finish("Pending")
             st.set("Quantized", False, "JobRunning", f"Job {job} is running ({verb})")
-            return finish("Quantizing")
+            return finish(working)
         try:
             report = parse_report(state.termination_message)
         except ReportError as exc:
@@ -500,14 +498,9 @@ def reconcile(
         )
         return finish("Deploying", permanent=True)
 
-    subdir = artifact_dir(obs.name, spec) if spec.quantization.method != "none" else None
-    location = serving_location(spec, subdir)
-    render = leader_worker_set if multi_node else deployment
-    workload = render(
-        obs.name, obs.namespace, spec, plan_status, location, settings.vllm_image, owner,
-        node_selector=node_selector,
-    )  # fmt: skip
-    svc = service(obs.name, obs.namespace, owner, leaders_only=multi_node)
+    workload, svc = serving_objects(
+        obs.name, obs.namespace, spec, plan_status, settings.vllm_image, owner, node_selector
+    )
     # The other kind of workload, left from a plan that did (or did not) span nodes, goes once
     # the new one is applied (its pods hold GPUs the new one may need).
     stale = obs.deployment if multi_node else obs.leader_worker_set
@@ -519,6 +512,15 @@ def reconcile(
     shape = f"{pp} x {tp} GPUs (TP={tp}, PP={pp})" if multi_node else f"TP={tp}"
     st.set("Deployed", True, "Applied", f"{kind} {obs.name} serves {artifact.path} with {shape}")
 
+    if measured is None and obs.vllm_log_error is not None:
+        # The measurement is optional: say why it is missing, and serve on.
+        st.set(
+            "KVCacheVerified",
+            None,
+            "LogUnavailable",
+            f"vLLM's start-up log was not read: {obs.vllm_log_error}",
+            event=False,
+        )
     if measured is not None:
         budget_tokens = (
             plan_status.kv_cache_budget_bytes // plan_status.kv_cache_bytes_per_token
@@ -553,7 +555,7 @@ def reconcile(
     observed = obs.leader_worker_set if multi_node else obs.deployment
     ready, reason, message = _readiness(observed, spec.serving.replicas)
     st.set("Ready", ready, reason, message)
-    available = obs.deployment.available_replicas if obs.deployment else 0
+    available = observed.available_replicas if observed else 0
     selector = ",".join(f"{k}={v}" for k, v in selector_labels(obs.name).items())
     return finish(
         "Ready" if ready else "Deploying",

@@ -9,8 +9,9 @@ from quantwise.api.status import ArtifactStatus
 from quantwise.planning.gpus import GPU
 from quantwise.planning.kvcache import kv_cache_dtype_unavailable
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
-from quantwise.quantization.validate import validate, vllm_version
+from quantwise.quantization.validate import validate
 from quantwise.reconcile.core import Validation, Validator
+from quantwise.vllm import version_of
 
 
 def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization:
@@ -70,7 +71,7 @@ def kernel_validator(default_image: str | None) -> Validator:
     ) -> Validation | None:
         if gpu is None:
             return None
-        version = vllm_version(spec.serving.image or default_image, spec.serving.vllm_version)
+        version = version_of(spec.serving.image or default_image, spec.serving.vllm_version)
         if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
             return Validation("unsupported", None, (reason,))
         if artifact is None:

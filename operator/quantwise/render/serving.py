@@ -12,17 +12,17 @@ from typing import Any
 
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
-from quantwise.quantization.validate import vllm_version
 from quantwise.render.names import (
     LABEL_ARTIFACT,
     LABEL_ROLE,
+    artifact_dir,
     common_labels,
     dns_label,
     selector_labels,
 )
 from quantwise.render.pods import GPU_RESOURCE, container_security, pod_security, tolerations
+from quantwise.vllm import DEFAULT_IMAGE, V0_20, Flag, version_of
 
-DEFAULT_VLLM_IMAGE = "vllm/vllm-openai:v0.33.0"
 PORT = 8000
 MODELS_MOUNT = "/models"
 CACHE_MOUNT = "/cache"
@@ -72,50 +72,41 @@ def serving_location(spec: QuantizedModelSpec, artifact_subdir: str | None) -> M
 
 
 def vllm_args(
-    name: str,
-    spec: QuantizedModelSpec,
-    plan: PlanStatus,
-    location: ModelLocation,
-    quantization_flag: str | None = None,
+    name: str, spec: QuantizedModelSpec, plan: PlanStatus, location: ModelLocation
 ) -> list[str]:
     """The vLLM server's arguments, as a list (never a shell string).
 
-    ``--quantization`` is passed only when ``quantization_flag`` is given: vLLM reads the method
-    from config.json's ``quantization_config`` and picks the fast kernel itself (awq becomes
-    awq_marlin), while forcing ``--quantization awq`` would select the slow kernel.
+    Every flag is a :class:`~quantwise.vllm.Flag`, the set ``spec.serving.extraArgs`` may not
+    repeat. ``--quantization`` is never passed: vLLM reads the method from config.json's
+    ``quantization_config`` and picks the fast kernel itself.
     """
-    args = [
-        "--model",
-        location.model_arg,
-        "--served-model-name",
-        spec.serving.served_model_name or name,
-        "--host",
-        "0.0.0.0",  # noqa: S104 - the server must listen on the pod's address.
-        "--port",
-        str(PORT),
-        "--tensor-parallel-size",
-        str(plan.tensor_parallel_size),
-    ]
+    args = _flags(
+        (Flag.MODEL, location.model_arg),
+        (Flag.SERVED_MODEL_NAME, spec.serving.served_model_name or name),
+        (Flag.HOST, "0.0.0.0"),  # noqa: S104 - the server must listen on the pod's address.
+        (Flag.PORT, str(PORT)),
+        (Flag.TENSOR_PARALLEL_SIZE, str(plan.tensor_parallel_size)),
+    )
     if plan.pipeline_parallel_size > 1:
-        args += ["--pipeline-parallel-size", str(plan.pipeline_parallel_size)]
-    args += [
-        "--gpu-memory-utilization",
-        f"{plan.gpu_memory_utilization:.2f}",
-        "--max-model-len",
-        str(plan.max_model_len),
-        "--max-num-seqs",
-        str(plan.max_num_seqs),
-        "--max-num-batched-tokens",
-        str(plan.max_num_batched_tokens),
-        "--kv-cache-dtype",
-        plan.kv_cache_dtype,
-    ]
+        args += _flags((Flag.PIPELINE_PARALLEL_SIZE, str(plan.pipeline_parallel_size)))
+    args += _flags(
+        (Flag.GPU_MEMORY_UTILIZATION, f"{plan.gpu_memory_utilization:.2f}"),
+        (Flag.MAX_MODEL_LEN, str(plan.max_model_len)),
+        (Flag.MAX_NUM_SEQS, str(plan.max_num_seqs)),
+        (Flag.MAX_NUM_BATCHED_TOKENS, str(plan.max_num_batched_tokens)),
+        (Flag.KV_CACHE_DTYPE, plan.kv_cache_dtype),
+    )
     if location.hf_revision and location.hf_revision != "main":
-        args += ["--revision", location.hf_revision]
-    if quantization_flag:
-        args += ["--quantization", quantization_flag]
-    args += list(spec.serving.extra_args or ())
-    return args
+        args += _flags((Flag.REVISION, location.hf_revision))
+    return args + list(spec.serving.extra_args or ())
+
+
+def _flags(*pairs: tuple[Flag, str | None]) -> list[str]:
+    """``--flag value`` for each pair (a flag alone where the value is None)."""
+    out: list[str] = []
+    for flag, value in pairs:
+        out += [flag.value] if value is None else [flag.value, value]
+    return out
 
 
 def _resources(spec: QuantizedModelSpec, gpus: int) -> dict[str, Any]:
@@ -246,7 +237,6 @@ def deployment(
     location: ModelLocation,
     image: str | None = None,
     owner: dict[str, Any] | None = None,
-    quantization_flag: str | None = None,
     node_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the vLLM Deployment (apps/v1) for a single-node plan.
@@ -259,11 +249,11 @@ def deployment(
     labels = _labels(name, location)
     container: dict[str, Any] = {
         "name": "vllm",
-        "image": image or spec.serving.image or DEFAULT_VLLM_IMAGE,
+        "image": image or spec.serving.image or DEFAULT_IMAGE,
         # `vllm serve` in 0.11, 0.20 and 0.33 (the wheels' entrypoints/cli/serve.py), whatever the
         # image's ENTRYPOINT; 0.33 deprecates `python -m vllm.entrypoints.openai.api_server`.
         "command": ["vllm", "serve"],
-        "args": vllm_args(name, spec, plan, location, quantization_flag),
+        "args": vllm_args(name, spec, plan, location),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "resources": _resources(spec, plan.tensor_parallel_size),
         **_probes(),
@@ -294,7 +284,7 @@ RAY_PORT = 6379
 # torch.distributed group on --master-addr:--master-port (vllm/config/parallel.py, the 0.20.0 and
 # 0.33.0 wheels; 0.11 has no --nnodes). From 0.20 Ray is no longer a vLLM dependency, so the
 # vllm-openai image cannot be assumed to carry it.
-MULTINODE_MP_FROM = (0, 20)
+MULTINODE_MP_FROM = V0_20
 MASTER_PORT = 29501  # vllm/config/parallel.py ParallelConfig.master_port
 # Before 0.20: the leader starts the Ray head, then execs vLLM, which places its TP x PP workers
 # on the Ray cluster and waits for the workers' nodes to join (vllm/executor/ray_utils.py:
@@ -312,7 +302,6 @@ def leader_worker_set(
     location: ModelLocation,
     image: str | None = None,
     owner: dict[str, Any] | None = None,
-    quantization_flag: str | None = None,
     node_selector: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Return the LeaderWorkerSet (sigs.k8s.io LWS) for a plan that spans nodes.
@@ -329,43 +318,43 @@ def leader_worker_set(
     if plan.pipeline_parallel_size < 2:
         raise ValueError("a plan on one node is served by a Deployment")
     labels = _labels(name, location)
-    image = image or spec.serving.image or DEFAULT_VLLM_IMAGE
+    image = image or spec.serving.image or DEFAULT_IMAGE
     resources = _resources(spec, plan.tensor_parallel_size)
-    args = vllm_args(name, spec, plan, location, quantization_flag)
+    args = vllm_args(name, spec, plan, location)
     serve_args = [args[1], *args[2:]]  # the model is positional for `vllm serve`
     http = {"name": "http", "containerPort": PORT, "protocol": "TCP"}
     leader: dict[str, Any]
     worker: dict[str, Any]
-    if vllm_version(image, spec.serving.vllm_version) >= MULTINODE_MP_FROM:
-        nodes = [
-            "--distributed-executor-backend",
-            "mp",
-            "--nnodes",
-            str(plan.pipeline_parallel_size),
-            "--master-addr",
-            "$(LWS_LEADER_ADDRESS)",
-            "--master-port",
-            str(MASTER_PORT),
-        ]
+    if version_of(image, spec.serving.vllm_version) >= MULTINODE_MP_FROM:
+        nodes = _flags(
+            (Flag.DISTRIBUTED_EXECUTOR_BACKEND, "mp"),
+            (Flag.NNODES, str(plan.pipeline_parallel_size)),
+            (Flag.MASTER_ADDR, "$(LWS_LEADER_ADDRESS)"),
+            (Flag.MASTER_PORT, str(MASTER_PORT)),
+        )
         leader = {
             "name": "vllm-leader",
             "image": image,
             "command": ["vllm", "serve"],
-            "args": [*serve_args, *nodes, "--node-rank", "0"],
+            "args": [*serve_args, *nodes, *_flags((Flag.NODE_RANK, "0"))],
             "ports": [http, {"name": "dist", "containerPort": MASTER_PORT, "protocol": "TCP"}],
         }
         worker = {
             "name": "vllm-worker",
             "image": image,
             "command": ["vllm", "serve"],
-            "args": [*serve_args, *nodes, "--node-rank", "$(LWS_WORKER_INDEX)", "--headless"],
+            "args": [
+                *serve_args,
+                *nodes,
+                *_flags((Flag.NODE_RANK, "$(LWS_WORKER_INDEX)"), (Flag.HEADLESS, None)),
+            ],
         }
     else:
         leader = {
             "name": "vllm-leader",
             "image": image,
             "command": ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
-            "args": [*serve_args, "--distributed-executor-backend", "ray"],
+            "args": [*serve_args, *_flags((Flag.DISTRIBUTED_EXECUTOR_BACKEND, "ray"))],
             "ports": [http, {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}],
         }
         worker = {
@@ -428,6 +417,32 @@ def service(
             "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def serving_objects(
+    name: str,
+    namespace: str,
+    spec: QuantizedModelSpec,
+    plan: PlanStatus,
+    image: str | None = None,
+    owner: dict[str, Any] | None = None,
+    node_selector: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The objects that serve a model: its workload, then its Service.
+
+    The workload is a Deployment for a plan on one node, a LeaderWorkerSet for one that spans
+    nodes (``plan.pipeline_parallel_size > 1``), whose Service selects the leaders. The model
+    is read from the artifact's directory on ``spec.storage`` (or the source, for ``method:
+    none``). The operator applies exactly these; ``quantwise plan -o yaml`` prints them.
+    """
+    subdir = artifact_dir(name, spec) if spec.quantization.method != "none" else None
+    location = serving_location(spec, subdir)
+    across_nodes = plan.pipeline_parallel_size > 1
+    render = leader_worker_set if across_nodes else deployment
+    workload = render(
+        name, namespace, spec, plan, location, image, owner, node_selector=node_selector
+    )
+    return [workload, service(name, namespace, owner, leaders_only=across_nodes)]
 
 
 def endpoint(name: str, namespace: str) -> str:
