@@ -3,6 +3,7 @@
 #   make chart-test    the Helm chart and the Argo CD health check only
 #   make crds          regenerate crds/ and the chart's generated files after an API change
 #   make images        build the operator and quantizer images (needs docker)
+#   make e2e           the e2e suite against the cluster KUBECONFIG names (README: End to end)
 #   make e2e-kind      create a kind cluster, load the operator image, install, run tests/e2e
 
 PYTHON ?= python
@@ -11,7 +12,7 @@ VERSION ?= $(shell $(PYTHON) -c "import tomllib;print(tomllib.load(open('pyproje
 KIND_CLUSTER ?= quantwise
 NAMESPACE ?= quantwise-system
 
-.PHONY: test chart-test crds images install-manifest e2e-kind kind-cluster kind-install e2e-kind-down lint
+.PHONY: test chart-test crds images install-manifest e2e e2e-kind kind-cluster kind-install e2e-kind-down lint
 
 test:
 	bash .ci/run
@@ -33,6 +34,11 @@ images:
 
 install-manifest:
 	@$(PYTHON) hack/render_chart.py --namespace $(NAMESPACE)
+
+# The e2e suite against whatever KUBECONFIG names: the real control plane of ../shared/k8s with
+# QUANTWISE_STANDIN (the kubelet stand-in) and QUANTWISE_E2E_LWS_CRD set, as the README says.
+e2e:
+	$(PYTHON) -m pytest tests/e2e -v
 
 # The e2e suite runs the operator in-process against the kind cluster (tests/e2e): only the CRD
 # is installed. `make kind-install` installs the whole chart instead, to try quantwise by hand.

@@ -9,7 +9,6 @@ Deselect them with ``-m "not quantizer"``.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from quantwise.api.report import QuantizeReport
 from support.quantizer import quantize
+from support.tiny import build_tiny_llama, write_calibration
 
 HAVE_QUANTIZER = all(
     importlib.util.find_spec(m) is not None
@@ -44,56 +44,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 )
 
 
-# The tiny model: Llama architecture, 2 layers, hidden 128 (a multiple of the group size 32/64),
-# grouped-query attention (4 heads, 2 KV heads), untied embeddings so lm_head is its own tensor.
-TINY = {
-    "vocab_size": 512,
-    "hidden_size": 128,
-    "intermediate_size": 256,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 512,
-    "tie_word_embeddings": False,
-}
-
-
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised bf16 Llama with a word-level tokenizer, saved to a directory."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**TINY)).to(torch.bfloat16)
-    model.save_pretrained(directory)
-    vocab = {f"w{i}": i for i in range(TINY["vocab_size"] - 1)}
-    vocab["[UNK]"] = TINY["vocab_size"] - 1
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[UNK]", eos_token="[UNK]"
-    )
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
 def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A JSONL calibration file as a cluster without internet would mount it."""
-    import random
-
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("calibration") / "samples.jsonl"
-    lines = []
-    for i in range(24):
-        words = " ".join(f"w{rng.randrange(500)}" for _ in range(48))
-        record = {"text": words} if i % 2 else {"messages": [{"role": "user", "content": words}]}
-        lines.append(json.dumps(record))
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_calibration(tmp_path_factory.mktemp("calibration") / "samples.jsonl")
 
 
 @pytest.fixture(scope="session")
