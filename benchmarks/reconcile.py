@@ -82,9 +82,12 @@ async def _until(check: Any, timeout: float, what: str) -> None:
 
 
 async def _finish(server: Any, job: str, message: str) -> None:
+    # The pod carries the Job template's labels and job-name, as the Job controller sets them.
+    template = objects(server, JOBS)[job]["spec"]["template"]["metadata"].get("labels") or {}
     pod = {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{job}-x", "namespace": "ml", "labels": {"job-name": job}},
+        "metadata": {"name": f"{job}-x", "namespace": "ml",
+                     "labels": {**template, "job-name": job}},
         "status": {"phase": "Succeeded", "containerStatuses": [
             {"name": "quantizer", "state": {"terminated": {"exitCode": 0, "message": message}}}]},
     }  # fmt: skip

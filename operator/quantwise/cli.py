@@ -1,4 +1,5 @@
-"""The ``quantwise`` command: plan, render and crd (offline); the operator comes later."""
+"""The ``quantwise`` command: plan, render, validate, crd (offline); run (the operator); quantize and
+inspect (the Jobs' programs)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import copy
 import json
 import os
+import secrets
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,17 +19,18 @@ from pydantic import ValidationError
 
 from quantwise import API_GROUP, KIND, __version__
 from quantwise.api.crd import crd_files
-from quantwise.api.spec import METHODS, QuantizedModelSpec
-from quantwise.planning.architecture import (
-    Architecture,
-    ArchitectureError,
-    architecture_from_config,
-)
-from quantwise.planning.for_spec import (
+from quantwise.api.sizing import (
     expected_weights,
     gpu_from_spec,
     plan_spec,
     weight_format_for,
+)
+from quantwise.api.spec import METHODS, QuantizedModelSpec
+from quantwise.api.status import PlanStatus
+from quantwise.planning.architecture import (
+    Architecture,
+    ArchitectureError,
+    architecture_from_config,
 )
 from quantwise.planning.gpus import GIB, GPU, GPU_NAMES, UnknownGPUError, lookup_gpu
 from quantwise.planning.kvcache import KV_CACHE_DTYPES
@@ -290,7 +294,7 @@ def _manifests(doc: dict[str, Any], spec: QuantizedModelSpec, p: Plan) -> str:
     meta = doc.get("metadata") or {}
     name = str(meta.get("name") or DEFAULT_NAME)
     namespace = str(meta.get("namespace") or DEFAULT_NAMESPACE)
-    objects = serving_objects(name, namespace, spec, p.to_status())
+    objects = serving_objects(name, namespace, spec, PlanStatus.from_plan(p))
     return yaml.dump_all(objects, Dumper=_PlainDumper, sort_keys=False, width=100)
 
 
@@ -357,7 +361,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return 1
     name = str((doc.get("metadata") or {}).get("name") or DEFAULT_NAME)
     if args.output == "json":
-        print(json.dumps(result.to_status().to_api(), indent=2))
+        print(json.dumps(PlanStatus.from_plan(result).to_api(), indent=2))
     elif args.output == "yaml":
         print(_manifests(doc, spec, result), end="")
     else:
@@ -446,21 +450,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     import quantwise.handlers  # Registers the handlers with Kopf.
+    from quantwise.settings import Settings
 
     del quantwise.handlers
     if not args.all_namespaces and not args.namespace:
         raise UserError(
             "name the namespaces to watch (--namespace NS, repeatable) or pass --all-namespaces"
         )
-    # The handlers read operator-wide defaults from the environment at start-up.
-    os.environ["QUANTWISE_CLUSTER_WIDE"] = "1" if args.all_namespaces else "0"
-    for name, value in (
-        ("QUANTWISE_QUANTIZER_IMAGE", args.quantizer_image),
-        ("QUANTWISE_VLLM_IMAGE", args.vllm_image),
-        ("QUANTWISE_METRICS_PORT", str(args.metrics_port) if args.metrics_port else None),
-    ):
-        if value:
-            os.environ[name] = value
+    peering = None if args.standalone else args.peering
+    # Replicas of one priority all pause (Kopf's peering): each takes its own, unless told.
+    priority = args.priority if args.priority is not None else secrets.randbelow(2**31 - 1) + 1
+    identity = os.environ.get("POD_ID") or f"{socket.gethostname()}/{os.getpid()}"
+    settings = Settings.from_environment(
+        quantizer_image=args.quantizer_image,
+        vllm_image=args.vllm_image,
+        metrics_port=args.metrics_port,
+        cluster_wide=args.all_namespaces,
+        namespaces=tuple(args.namespace or ()),
+        peering=peering,
+        identity=identity,
+        priority=priority,
+    )
     log_format = {"json": kopf.LogFormat.JSON, "plain": kopf.LogFormat.PLAIN}.get(
         args.log_format, kopf.LogFormat.FULL
     )
@@ -469,9 +479,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         clusterwide=args.all_namespaces,
         namespaces=args.namespace or (),
         standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=args.priority,
+        peering_name=peering,
+        priority=priority,
+        identity=identity,  # type: ignore[arg-type]  # Kopf's Identity is a NewType of str
         liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(settings=settings),
     )
     return 0
 
@@ -647,8 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--namespace", "-n", action="append", help="a namespace to watch (repeatable)"
     )
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
-    p_run.add_argument("--quantizer-image", default=os.environ.get("QUANTWISE_QUANTIZER_IMAGE"))
-    p_run.add_argument("--vllm-image", default=os.environ.get("QUANTWISE_VLLM_IMAGE"))
+    p_run.add_argument("--quantizer-image", help="default: $QUANTWISE_QUANTIZER_IMAGE")
+    p_run.add_argument("--vllm-image", help="default: $QUANTWISE_VLLM_IMAGE")
     p_run.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' for none)"
     )
@@ -663,7 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument(
         "--peering", default="quantwise", help="peering object name: replicas never both act"
     )
-    p_run.add_argument("--priority", type=int, default=0, help="peering priority of this replica")
+    p_run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority of this replica (default: a random one, so replicas never tie)",
+    )
     p_run.set_defaults(func=cmd_run)
 
     job_methods = [m for m in METHODS if m != "none"]
@@ -715,7 +732,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_docs.add_argument("--check", action="store_true", help="fail if the file is stale")
     p_docs.set_defaults(func=cmd_api_docs)
 
-    p_crd = sub.add_parser("crd", help="write the CustomResourceDefinitions (the API models', Kopf's peering)")
+    p_crd = sub.add_parser(
+        "crd", help="write the CustomResourceDefinitions (the API models', Kopf's peering)"
+    )
     p_crd.add_argument("--output-dir", default="crds")
     p_crd.add_argument("--check", action="store_true", help="fail if the file is stale")
     p_crd.add_argument("--stdout", action="store_true")

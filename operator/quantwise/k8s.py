@@ -1,18 +1,20 @@
 """The one seam between quantwise and the Kubernetes API.
 
-Every API call the operator makes goes through :class:`Kube`, so the calls (and hence the RBAC
-the operator needs) are listed in one place: :data:`API_CALLS`. Writes are idempotent: a
-create that finds the object (409) and a delete that does not (404) are success, and children
-are written with server-side apply under one field manager, ``quantwise``.
+Every API call the operator makes goes through :class:`Kube` or Kopf's watches, so the calls
+(and hence the RBAC the operator needs) are listed in one place: :data:`API_CALLS`. Reads come
+from the watch caches Kopf keeps (quantwise.handlers.cache): the seam writes, and reads only what
+no watch gives (a pod's log, API discovery, the peering object). Writes are idempotent: a create
+that finds the object (409) and a delete that does not (404) are success, and children are
+written with server-side apply under one field manager, ``quantwise``; each write returns the
+object as the API server stored it, which the operator keeps until its caches catch up.
 
-The client is the synchronous ``kubernetes`` client; the handlers that use it are synchronous,
-so Kopf runs them in its thread pool and the event loop never blocks on the network.
+The client is the synchronous ``kubernetes`` client, used from the operator's worker threads, so
+the event loop never blocks on the network.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -24,9 +26,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from quantwise import API_GROUP, API_VERSION, PLURAL
+from quantwise.render.names import FIELD_MANAGER, LWS_GROUP, LWS_PLURAL, LWS_VERSION
+from quantwise.settings import Settings
 
-FIELD_MANAGER = "quantwise"
-LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
 T = TypeVar("T")
 
 
@@ -46,19 +48,16 @@ class ApiCall:
 # handler then admits and authorizes it as a create, so the Role needs ``create`` besides
 # ``patch`` for what is applied (Deployments, Services).
 API_CALLS: tuple[ApiCall, ...] = (
-    ApiCall(API_GROUP, PLURAL, ("get", "list", "watch", "patch")),
+    # Watched (list, watch) into caches by Kopf; status written by the operator.
+    ApiCall(API_GROUP, PLURAL, ("list", "watch")),
     ApiCall(API_GROUP, f"{PLURAL}/status", ("patch",)),
-    ApiCall("batch", "jobs", ("get", "list", "watch", "create", "delete")),
-    ApiCall("", "pods", ("list",)),
+    ApiCall("batch", "jobs", ("list", "watch", "create", "delete")),
+    ApiCall("", "pods", ("list", "watch")),
     ApiCall("", "pods/log", ("get",)),
-    ApiCall("apps", "deployments", ("get", "list", "watch", "create", "patch", "delete")),
-    ApiCall("", "services", ("create", "patch")),
+    ApiCall("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    ApiCall("", "services", ("list", "watch", "create", "patch")),
     ApiCall("", "events", ("create",)),
-    ApiCall(
-        "leaderworkerset.x-k8s.io",
-        "leaderworkersets",
-        ("get", "list", "watch", "create", "patch", "delete"),
-    ),
+    ApiCall(LWS_GROUP, LWS_PLURAL, ("list", "watch", "create", "patch", "delete")),
     # GPU inventory: Kopf indexes the nodes that GPU Feature Discovery labelled.
     ApiCall("", "nodes", ("list", "watch"), cluster_scoped=True),
 )
@@ -91,12 +90,9 @@ def _missing(exc: ApiException) -> bool:
 # Answers worth retrying (API server overloaded or restarting), and how: attempts with
 # exponential backoff from RETRY_BASE_SECONDS, honouring Retry-After up to RETRY_MAX_SECONDS.
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-RETRY_ATTEMPTS = int(os.environ.get("QUANTWISE_API_RETRIES", "5"))
 RETRY_BASE_SECONDS = 0.2
 RETRY_MAX_SECONDS = 10.0
-# Every request has a deadline: a hung connection must not hold a handler thread forever.
-# (connect, read) seconds; QUANTWISE_API_TIMEOUT_SECONDS sets the read timeout.
-REQUEST_TIMEOUT = (10.0, float(os.environ.get("QUANTWISE_API_TIMEOUT_SECONDS", "30")))
+CONNECT_TIMEOUT_SECONDS = 10.0
 
 
 def _retry_after(exc: ApiException) -> float | None:
@@ -107,129 +103,106 @@ def _retry_after(exc: ApiException) -> float | None:
         return None
 
 
-def _call(function: Callable[..., T], *args: Any, attempts: int | None = None, **kwargs: Any) -> T:
-    """Call the API, retrying 429/5xx answers and timeouts with backoff; raise what remains.
-
-    Every call the seam makes is idempotent (reads, server-side apply, a create whose 409 is
-    success, a delete whose 404 is success), so repeating one after a timeout is safe.
-    ``attempts`` (default RETRY_ATTEMPTS) is 1 for reads that are optional and retried later.
-    """
-    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-    attempts = RETRY_ATTEMPTS if attempts is None else attempts
-    for attempt in range(attempts):
-        last = attempt == attempts - 1
-        try:
-            return function(*args, **kwargs)
-        except ApiException as exc:
-            if exc.status not in RETRY_STATUSES or last:
-                raise
-            delay = _retry_after(exc)
-        except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError):
-            if last:
-                raise
-            delay = None
-        backoff = RETRY_BASE_SECONDS * 2**attempt
-        time.sleep(min(RETRY_MAX_SECONDS, max(backoff, delay or 0.0)))
-    raise AssertionError("unreachable")  # pragma: no cover
+def _json(response: Any) -> dict[str, Any]:
+    # Responses skip the client's typed models (``_preload_content=False``): a field a newer
+    # API server adds, or one it leaves out, cannot break the operator.
+    result: dict[str, Any] = json.loads(response.data)
+    return result
 
 
 class Kube:
-    """Typed access to the objects quantwise reads and writes."""
+    """Typed access to the objects quantwise writes, and the few reads no watch gives."""
 
-    def __init__(self, api: client.ApiClient) -> None:
+    def __init__(self, api: client.ApiClient, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
         self.api = api
         self.core = client.CoreV1Api(api)
         self.batch = client.BatchV1Api(api)
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.attempts = max(1, settings.api_retries)
+        # Every request has a deadline: a hung connection must not hold a worker forever.
+        self.timeout = (CONNECT_TIMEOUT_SECONDS, settings.api_timeout_seconds)
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, settings: Settings | None = None) -> Kube:
         """In a pod: the service account; elsewhere: the kubeconfig (``KUBECONFIG``).
 
-        ``QUANTWISE_KUBE_SERVER`` (a URL, TLS not verified) points it at a test API server.
+        ``settings.kube_server`` (a URL, TLS not verified) points it at a test API server.
         """
-        server = os.environ.get("QUANTWISE_KUBE_SERVER")
+        settings = settings or Settings.from_environment()
+        server = settings.kube_server
         if server:
             configuration = client.Configuration()
             configuration.host = server.rstrip("/")
             configuration.verify_ssl = False
-            return cls(client.ApiClient(configuration))
+            return cls(client.ApiClient(configuration), settings)
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient())
-
-    @staticmethod
-    def _call(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return _call(function, *args, **kwargs)
+        return cls(client.ApiClient(), settings)
 
     def close(self) -> None:
         """Release the client's connection pool."""
         self.api.close()
 
-    @staticmethod
-    def _json(response: Any) -> dict[str, Any]:
-        # Reads skip the client's typed models (``_preload_content=False``): a field a newer
-        # API server adds, or one it leaves out, cannot break the operator's reads.
-        result: dict[str, Any] = json.loads(response.data)
-        return result
+    def _call(
+        self, function: Callable[..., T], *args: Any, attempts: int | None = None, **kwargs: Any
+    ) -> T:
+        """Call the API, retrying 429/5xx answers and timeouts with backoff; raise what remains.
+
+        Every call the seam makes is idempotent (server-side apply, a create whose 409 is
+        success, a delete whose 404 is success, a status patch of computed values), so repeating
+        one after a timeout is safe. ``attempts`` is 1 for reads that are retried later anyway.
+        """
+        kwargs.setdefault("_request_timeout", self.timeout)
+        attempts = self.attempts if attempts is None else attempts
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                return function(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status not in RETRY_STATUSES or last:
+                    raise
+                delay = _retry_after(exc)
+            except (urllib3.exceptions.TimeoutError, urllib3.exceptions.ProtocolError):
+                if last:
+                    raise
+                delay = None
+            backoff = RETRY_BASE_SECONDS * 2**attempt
+            time.sleep(min(RETRY_MAX_SECONDS, max(backoff, delay or 0.0)))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ----- QuantizedModels -----
 
-    def get_model(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The QuantizedModel, or None when it is gone."""
+    def patch_model_status(
+        self, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge-patch the status subresource (None removes a key); the object, None if gone."""
         try:
-            obj = self._json(
-                self._call(
-                    self.custom.get_namespaced_custom_object,
-                    API_GROUP,
-                    API_VERSION,
-                    namespace,
-                    PLURAL,
-                    name,
-                    _preload_content=False,
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
-        return obj
-
-    def patch_model_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        """Merge-patch the status subresource (keys set to None are removed)."""
-        self._call(
-            self.custom.patch_namespaced_custom_object_status,
-            API_GROUP,
-            API_VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-        )
-
-    # ----- Jobs and their pods -----
-
-    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Job, or None."""
-        try:
-            return self._json(
-                self._call(self.batch.read_namespaced_job, name, namespace, _preload_content=False)
-            )
+            return _json(self._call(
+                self.custom.patch_namespaced_custom_object_status,
+                API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
+                _preload_content=False,
+            ))  # fmt: skip
         except ApiException as exc:
             if _missing(exc):
                 return None
             raise
 
-    def create_job(self, namespace: str, body: dict[str, Any]) -> None:
-        """Create the Job; one that exists already (409) is the same Job (deterministic name)."""
+    # ----- Jobs -----
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the Job; the Job as created, None when it existed (409: the same Job)."""
         try:
-            self._call(self.batch.create_namespaced_job, namespace, body)
+            return _json(self._call(
+                self.batch.create_namespaced_job, namespace, body, _preload_content=False
+            ))  # fmt: skip
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        return None
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete the Job and, in the background, its pods; a missing Job (404) is success."""
@@ -240,24 +213,6 @@ class Kube:
         except ApiException as exc:
             if not _missing(exc):
                 raise
-
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
-        """The Job's pods, newest first."""
-        pods = self._json(
-            self._call(
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=f"job-name={job}",
-                _preload_content=False,
-            )
-        )
-        items: list[dict[str, Any]] = [
-            p
-            for p in pods.get("items") or []
-            if p["metadata"].get("labels", {}).get("job-name") == job
-        ]
-        items.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "", reverse=True)
-        return items
 
     # ----- events -----
 
@@ -294,48 +249,35 @@ class Kube:
 
     # ----- serving -----
 
-    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The Deployment, or None."""
-        try:
-            return self._json(
-                self._call(
-                    self.apps.read_namespaced_deployment, name, namespace, _preload_content=False
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+    def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``body`` as field manager ``quantwise``; the object after it.
 
-    def apply(self, body: dict[str, Any]) -> None:
-        """Server-side apply ``body`` (a Deployment or Service) as field manager ``quantwise``."""
+        ``body`` is a Deployment, LeaderWorkerSet or Service.
+        """
         meta = body["metadata"]
         kwargs: dict[str, Any] = {
             "field_manager": FIELD_MANAGER,
             "force": True,
             "_content_type": "application/apply-patch+yaml",
+            "_preload_content": False,
         }
-        kind = body["kind"]
+        kind, name, namespace = body["kind"], meta["name"], meta["namespace"]
         if kind == "Deployment":
-            self._call(
-                self.apps.patch_namespaced_deployment,
-                meta["name"],
-                meta["namespace"],
-                body,
-                **kwargs,
+            response = self._call(
+                self.apps.patch_namespaced_deployment, name, namespace, body, **kwargs
             )
         elif kind == "Service":
-            self._call(
-                self.core.patch_namespaced_service, meta["name"], meta["namespace"], body, **kwargs
+            response = self._call(
+                self.core.patch_namespaced_service, name, namespace, body, **kwargs
             )
         elif kind == "LeaderWorkerSet":
-            self._call(
+            response = self._call(
                 self.custom.patch_namespaced_custom_object,
-                LWS_GROUP, LWS_VERSION, meta["namespace"], LWS_PLURAL, meta["name"], body,
-                **kwargs,
+                LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body, **kwargs,
             )  # fmt: skip
         else:
             raise ValueError(f"quantwise does not apply {kind} objects")
+        return _json(response)
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a Deployment or LeaderWorkerSet (gone already is success); pods follow."""
@@ -357,24 +299,7 @@ class Kube:
             if not _missing(exc):
                 raise
 
-    def get_leader_worker_set(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The LeaderWorkerSet, or None (also when its CRD is not installed)."""
-        try:
-            return self._json(
-                self._call(
-                    self.custom.get_namespaced_custom_object,
-                    LWS_GROUP,
-                    LWS_VERSION,
-                    namespace,
-                    LWS_PLURAL,
-                    name,
-                    _preload_content=False,
-                )
-            )
-        except ApiException as exc:
-            if _missing(exc):
-                return None
-            raise
+    # ----- reads no watch gives -----
 
     def api_group_served(self, group: str, version: str) -> bool:
         """Whether the API server serves ``group/version`` (discovery; no RBAC needed)."""
@@ -385,19 +310,6 @@ class Kube:
                 return False
             raise
         return True
-
-    def serving_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        """Pods matching the label ``selector`` (the model's serving pods, or its leaders)."""
-        response = self._json(
-            self._call(
-                self.core.list_namespaced_pod,
-                namespace,
-                label_selector=selector,
-                _preload_content=False,
-            )
-        )
-        items: list[dict[str, Any]] = response.get("items") or []
-        return items
 
     def pod_log(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
         """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early).
@@ -417,3 +329,26 @@ class Kube:
             raise LogUnavailableError(str(exc) or type(exc).__name__) from exc
         data = response.data
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    def peering_status(self, name: str, namespace: str | None) -> dict[str, Any] | None:
+        """The ``status`` of Kopf's peering object: the replicas and their priorities.
+
+        A ClusterKopfPeering when ``namespace`` is None. None when it does not exist.
+        """
+        try:
+            if namespace is None:
+                body = self._call(
+                    self.custom.get_cluster_custom_object,
+                    "kopf.dev", "v1", "clusterkopfpeerings", name, _preload_content=False,
+                )  # fmt: skip
+            else:
+                body = self._call(
+                    self.custom.get_namespaced_custom_object,
+                    "kopf.dev", "v1", namespace, "kopfpeerings", name, _preload_content=False,
+                )  # fmt: skip
+        except ApiException as exc:
+            if _missing(exc):
+                return None
+            raise
+        status: dict[str, Any] = _json(body).get("status") or {}
+        return status

@@ -13,6 +13,7 @@ from test_operator import MODEL
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.k8s import Kube
 from quantwise.render.job import quantization_job
+from quantwise.settings import Settings
 from support.kmockx import QuantwiseEmulator, inject_fault
 
 pytestmark = [pytest.mark.kmock(cls=QuantwiseEmulator), pytest.mark.asyncio]
@@ -48,23 +49,18 @@ async def test_500_is_retried_and_a_persistent_one_is_raised(server: Any) -> Non
     from kubernetes.client.rest import ApiException
 
     kube = Kube.from_environment()
-    inject_fault(server, "get", JOBS, status=500, times=2)
-    assert await asyncio.to_thread(kube.get_job, "ml", "absent") is None
-    inject_fault(server, "get", JOBS, status=500, times=100)
+    inject_fault(server, "delete", JOBS, status=500, times=2)
+    assert await asyncio.to_thread(kube.delete_job, "ml", "absent") is None  # 404: success
+    inject_fault(server, "delete", JOBS, status=500, times=100)
     with pytest.raises(ApiException) as caught:
-        await asyncio.to_thread(kube.get_job, "ml", "absent")
+        await asyncio.to_thread(kube.delete_job, "ml", "absent")
     assert caught.value.status == 500
 
 
-async def test_a_hung_request_times_out_and_is_retried(
-    server: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import quantwise.k8s as k8s
-
-    monkeypatch.setattr(k8s, "REQUEST_TIMEOUT", (2.0, 0.5))
-    kube = Kube.from_environment()
-    fault = inject_fault(server, "get", JOBS, delay=2)
+async def test_a_hung_request_times_out_and_is_retried(server: Any) -> None:
+    kube = Kube.from_environment(Settings.from_environment(api_timeout_seconds=0.5))
+    fault = inject_fault(server, "delete", JOBS, delay=2)
     started = time.monotonic()
-    assert await asyncio.to_thread(kube.get_job, "ml", "absent") is None
+    assert await asyncio.to_thread(kube.delete_job, "ml", "absent") is None
     assert len(fault.hits) == 1
     assert time.monotonic() - started < 2  # did not wait for the hung answer

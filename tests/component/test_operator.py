@@ -24,10 +24,15 @@ def status(server: Any) -> dict[str, Any]:
 
 
 async def finish_job(server: Any, job: str, message: str, ok: bool = True) -> None:
-    """Play the Job controller and kubelet: a terminated pod with a message, the Job done."""
+    """Play the Job controller and kubelet: a terminated pod with a message, the Job done.
+
+    The pod carries the Job template's labels and ``job-name``, as the Job controller sets them.
+    """
+    template = objects(server, JOBS)[job]["spec"]["template"]["metadata"].get("labels") or {}
     pod = {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"{job}-abcde", "namespace": "ml", "labels": {"job-name": job}},
+        "metadata": {"name": f"{job}-abcde", "namespace": "ml",
+                     "labels": {**template, "job-name": job}},
         "status": {"phase": "Succeeded" if ok else "Failed", "containerStatuses": [
             {"name": "quantizer", "state": {"terminated": {"exitCode": 0 if ok else 1, "message": message}}}]},
     }  # fmt: skip

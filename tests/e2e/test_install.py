@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from harness import (
     ROOT,
     Cluster,
     Node,
@@ -122,3 +122,40 @@ def test_the_chart_rbac_is_enough_for_the_whole_loop(
         operator.stop()
         log = operator.output()
         assert "Forbidden" not in log and "(403)" not in log, log[-3000:]
+
+
+def test_two_replicas_one_acts(
+    cluster: Cluster, namespace: str, gpu_node: Node, tiny_model: Path, calibration: Path,
+    run_operator: Any, e2e_workdir: Path,
+) -> None:  # fmt: skip
+    """replicaCount: 2 as the chart runs it: two operators with the chart's token and Kopf's
+    peering (each with a priority of its own: replicas of one priority would all pause). The
+    model goes Ready, and only one of the two ever wrote."""
+    volume(cluster, namespace, gpu_node, tiny_model, calibration)
+    values = {"replicaCount": 2, "watch": {"namespaces": [namespace]}}
+    with release(cluster, values) as (_, system, name):
+        kubeconfig = service_account_kubeconfig(cluster, system, name, e2e_workdir)
+        peering = ("--peering", name)
+        first = run_operator(namespace, kubeconfig=kubeconfig, args=peering)
+
+        def peers() -> dict[str, Any]:
+            body = cluster.custom.get_namespaced_custom_object(
+                "kopf.dev", "v1", namespace, "kopfpeerings", name
+            )
+            return dict(body.get("status") or {})
+
+        wait_for(lambda: len(peers()) == 1, 60, "the first replica in the peering object")
+        second = run_operator(namespace, kubeconfig=kubeconfig, args=peering)
+        wait_for(lambda: len(peers()) == 2, 60, "both replicas in the peering object")
+        wait_for(lambda: "Pausing operations" in first.output() + second.output(), 60,
+                 "the replica of the lower priority to pause")  # fmt: skip
+        create_model(cluster, namespace, manifest("awq"))
+        Watcher(cluster, namespace).until("Ready", timeout=240)
+        first.stop()
+        second.stop()
+        wrote = [op for op in (first, second) if "creating Job" in op.output()]
+        assert len(wrote) == 1, [op.output()[-2000:] for op in (first, second)]
+        paused = second if wrote == [first] else first
+        assert "Pausing operations" in paused.output()
+        for op in (first, second):
+            assert "Forbidden" not in op.output() and "(403)" not in op.output()

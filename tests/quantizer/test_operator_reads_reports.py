@@ -16,9 +16,12 @@ import pytest
 
 from quantwise.api.report import QuantizeReport
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.reconcile.core import JobState, Observation, Settings, reconcile
+from quantwise.reconcile.core import reconcile
+from quantwise.reconcile.observe import JobState
+from quantwise.reconcile.state import Observation
 from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import job_name
+from quantwise.settings import Settings
 
 VLLM = "vllm/vllm-openai:v0.33.0"
 BASE: dict[str, Any] = {

@@ -12,12 +12,12 @@ import yaml
 from test_reconcile import JOB, LATER, observe, report, run, succeeded
 
 from quantwise.api.report import QuantizeError, dump_report
-from quantwise.reconcile.core import DeploymentState, JobState
+from quantwise.reconcile.observe import JobState, WorkloadState
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = (ROOT / "deploy" / "argocd" / "health.lua").read_text()
-AVAILABLE = DeploymentState(
-    replicas=1, available_replicas=1, updated_replicas=1, generation=1, observed_generation=1
+AVAILABLE = WorkloadState(
+    available_replicas=1, updated_replicas=1, generation=1, observed_generation=1
 )
 
 
@@ -46,7 +46,7 @@ def test_new_model_is_progressing() -> None:
 
 
 def test_quantizing_is_progressing_with_the_step() -> None:
-    quantizing = run(observe(job=JobState(name=JOB, active=True))).status.to_api()
+    quantizing = run(observe(job=JobState(name=JOB))).status.to_api()
     result = health(model(quantizing))
     assert result["status"] == "Progressing"
     assert result["message"].startswith("Quantizing: Quantized JobRunning")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quantwise.handlers.models import job_state
+from quantwise.reconcile.observe import job_state
 
 
 def pod(terminated: dict[str, Any], created: str = "2026-01-01T00:00:00Z") -> dict[str, Any]:

@@ -6,8 +6,8 @@ import dataclasses
 
 from test_reconcile import cond, deployed_observation, run
 
-from quantwise.reconcile.core import DeploymentState
 from quantwise.reconcile.measured import parse_vllm_log
+from quantwise.reconcile.observe import WorkloadState
 
 # As vLLM prints them (the engine-core prefix, thousands separators).
 LOG = """\
@@ -45,7 +45,7 @@ def test_a_log_without_the_kv_line_is_not_a_measurement() -> None:
     assert parse_vllm_log("") is None
 
 
-AVAILABLE = DeploymentState(replicas=1, available_replicas=1, updated_replicas=1)
+AVAILABLE = WorkloadState(available_replicas=1, updated_replicas=1)
 SERVING = {"gpu": {"product": "H100-80GB"}, "maxModelLen": 8192, "concurrency": 32}
 
 

@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_weights import LLAMA_31_8B
 
+from quantwise.api.status import PlanStatus
 from quantwise.planning.architecture import Architecture, architecture_from_config
 from quantwise.planning.gpus import CATALOG, GIB, lookup_gpu
 from quantwise.planning.kvcache import BLOCK_SIZE_TOKENS
@@ -42,7 +43,7 @@ def test_llama_8b_awq_on_h100_takes_one_gpu_and_little_memory() -> None:
     assert p.max_num_seqs == 256
     # 3.35 TB/s over ~4.7 GB read per token.
     assert 650 < p.estimated_decode_tokens_per_second < 750
-    status = p.to_status()
+    status = PlanStatus.from_plan(p)
     assert status.weight_bytes_source == "estimated"
     assert status.weight_bytes == p.weight_bytes
 

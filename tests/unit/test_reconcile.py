@@ -22,16 +22,12 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.planning.architecture import architecture_from_config
 from quantwise.planning.inventory import NodeGpus, pools
 from quantwise.planning.weights import WeightFormat, estimate_weights
-from quantwise.reconcile.core import (
-    RETRY_ANNOTATION,
-    DeploymentState,
-    JobState,
-    Observation,
-    Outcome,
-    Settings,
-    reconcile,
-)
+from quantwise.reconcile.artifact import RETRY_ANNOTATION
+from quantwise.reconcile.core import reconcile
+from quantwise.reconcile.observe import JobState, WorkloadState
+from quantwise.reconcile.state import Observation, Outcome
 from quantwise.render.names import artifact_hash, job_name
+from quantwise.settings import Settings
 
 NOW = "2026-11-22T12:00:00Z"
 LATER = "2026-11-22T12:05:00Z"
@@ -62,7 +58,7 @@ def observe(
     spec: dict[str, Any] = SPEC,
     status: dict[str, Any] | None = None,
     job: JobState | None = None,
-    deployment: DeploymentState | None = None,
+    deployment: WorkloadState | None = None,
     annotations: dict[str, str] | None = None,
     generation: int = 1,
     now: str = NOW,
@@ -104,7 +100,7 @@ def test_new_model_creates_exactly_one_job() -> None:
 
 def test_running_job_creates_nothing() -> None:
     first = run(observe())
-    out = run(observe(status=first.status.to_api(), job=JobState(name=JOB, active=True), now=LATER))
+    out = run(observe(status=first.status.to_api(), job=JobState(name=JOB), now=LATER))
     assert out.status.phase == "Quantizing"
     assert cond(out, "Quantized") == ("False", "JobRunning")
     assert "create_job" not in kinds(out)
@@ -113,9 +109,7 @@ def test_running_job_creates_nothing() -> None:
 def test_pending_pod_is_reported() -> None:
     out = run(
         observe(
-            job=JobState(
-                name=JOB, active=True, pod_pending=True, pod_pending_message="0/3 nodes have a GPU"
-            )
+            job=JobState(name=JOB, pod_pending=True, pod_pending_message="0/3 nodes have a GPU")
         )
     )
     assert out.status.phase == "Pending"
@@ -147,8 +141,8 @@ def test_successful_job_validates_plans_and_deploys() -> None:
 
 def test_available_deployment_is_ready_and_unavailable_goes_back() -> None:
     deployed = run(observe(job=succeeded(dump_report(report()))))
-    ok = DeploymentState(
-        replicas=1, available_replicas=1, updated_replicas=1, generation=1, observed_generation=1
+    ok = WorkloadState(
+        available_replicas=1, updated_replicas=1, generation=1, observed_generation=1
     )
     ready = run(observe(status=deployed.status.to_api(), deployment=ok, now=LATER))
     assert ready.status.phase == "Ready"
@@ -158,9 +152,7 @@ def test_available_deployment_is_ready_and_unavailable_goes_back() -> None:
     gone = run(
         observe(
             status=ready.status.to_api(),
-            deployment=DeploymentState(
-                replicas=1, generation=1, observed_generation=1, updated_replicas=1
-            ),
+            deployment=WorkloadState(generation=1, observed_generation=1, updated_replicas=1),
         )
     )
     assert cond(gone, "Ready") == ("False", "Unavailable")
@@ -358,7 +350,7 @@ def test_deleted_job_fails_then_retry_annotation_recreates_it() -> None:
     again = run(
         observe(
             status=retried.status.to_api(),
-            job=JobState(name=JOB, active=True),
+            job=JobState(name=JOB),
             annotations={RETRY_ANNOTATION: "1"},
         )
     )
@@ -440,21 +432,21 @@ def test_a_plan_across_nodes_without_the_lws_crd_says_how_to_install_it() -> Non
 
 
 def test_the_leader_worker_set_becomes_ready_and_a_left_deployment_is_deleted() -> None:
-    ready = DeploymentState(replicas=1, available_replicas=1, updated_replicas=1)
+    ready = WorkloadState(available_replicas=1, updated_replicas=1)
     out = run(deployed_observation(
         MULTI_NODE, lws_installed=True, leader_worker_set=ready, deployment=ready,
     ))  # fmt: skip
     assert cond(out, "Ready") == ("True", "Available")
-    deletes = [(a.name, a.reason) for a in out.actions if a.kind == "delete"]
+    deletes = [(a.name, a.object_kind) for a in out.actions if a.kind == "delete"]
     assert deletes == [("llama", "Deployment")]
 
 
 def test_back_on_one_node_the_leader_worker_set_is_deleted() -> None:
     single = {"gpu": {"product": "H100-80GB"}}
-    left = DeploymentState(replicas=1, available_replicas=1, updated_replicas=1)
+    left = WorkloadState(available_replicas=1, updated_replicas=1)
     out = run(deployed_observation(single, leader_worker_set=left))
     assert [a.body["kind"] for a in out.actions if a.kind == "apply"] == ["Deployment", "Service"]
-    assert [(a.name, a.reason) for a in out.actions if a.kind == "delete"] == [
+    assert [(a.name, a.object_kind) for a in out.actions if a.kind == "delete"] == [
         ("llama", "LeaderWorkerSet")
     ]
 
@@ -563,18 +555,16 @@ def test_a_checkpoint_being_inspected_is_validating() -> None:
     created = run(observe(spec=spec))
     assert created.status.phase == "Validating"
     assert cond(created, "Quantized") == ("False", "JobCreated")
-    running = run(
-        observe(spec=spec, status=created.status.to_api(), job=JobState(name=job, active=True))
-    )
+    running = run(observe(spec=spec, status=created.status.to_api(), job=JobState(name=job)))
     assert running.status.phase == "Validating"
     assert cond(running, "Quantized") == ("False", "JobRunning")
-    assert run(observe(job=JobState(name=JOB, active=True))).status.phase == "Quantizing"
+    assert run(observe(job=JobState(name=JOB))).status.phase == "Quantizing"
 
 
 def test_a_leader_worker_set_model_reports_its_ready_groups_as_replicas() -> None:
     """status.replicas (the scale subresource) counts the LeaderWorkerSet's ready groups, not
     the Deployment a model served by an LWS does not have (it said 0 when Ready)."""
-    two = DeploymentState(replicas=2, available_replicas=2, updated_replicas=2)
+    two = WorkloadState(available_replicas=2, updated_replicas=2)
     out = run(deployed_observation(
         {**MULTI_NODE, "replicas": 2}, lws_installed=True, leader_worker_set=two,
     ))  # fmt: skip

@@ -9,8 +9,9 @@ import pytest
 from test_api import BASE, with_
 from test_planner import AWQ, LLAMA_8B
 
+from quantwise.api.sizing import plan_spec
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.planning.for_spec import plan_spec
+from quantwise.api.status import PlanStatus
 from quantwise.planning.weights import estimate_weights
 from quantwise.render.names import artifact_dir, artifact_hash, dns_label, job_name
 from quantwise.render.serving import deployment, endpoint, service, serving_location
@@ -32,7 +33,7 @@ def spec_of(obj: dict[str, Any]) -> QuantizedModelSpec:
 
 def render(obj: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = spec_of(obj)
-    status = plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ).to_status()
+    status = PlanStatus.from_plan(plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ))
     subdir = artifact_dir("llama", spec) if spec.quantization.method != "none" else None
     location = serving_location(spec, subdir)
     return (
@@ -153,7 +154,7 @@ def test_rendered_objects_validate_against_kubernetes_schemas(obj: dict[str, Any
 
 def test_a_pipeline_parallel_plan_is_not_rendered_as_a_deployment() -> None:
     spec = spec_of(BASE)
-    status = plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ).to_status()
+    status = PlanStatus.from_plan(plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ))
     status = status.model_copy(update={"pipeline_parallel_size": 2})
     with pytest.raises(ValueError, match="LeaderWorkerSet"):
         deployment("llama", "ml", spec, status, serving_location(spec, "x"))

@@ -17,8 +17,9 @@ from test_api import BASE
 from test_planner import LLAMA_405B
 from test_render import K8S_VERSION, OWNER
 
+from quantwise.api.sizing import plan_spec
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.planning.for_spec import plan_spec
+from quantwise.api.status import PlanStatus
 from quantwise.planning.weights import UNQUANTIZED, estimate_weights
 from quantwise.render.serving import (
     LEADER_SCRIPT,
@@ -41,7 +42,9 @@ def spec_405b(**serving: Any) -> QuantizedModelSpec:
 
 
 def render(spec: QuantizedModelSpec) -> tuple[dict[str, Any], Any]:
-    plan = plan_spec(spec, LLAMA_405B, estimate_weights(LLAMA_405B), UNQUANTIZED).to_status()
+    plan = PlanStatus.from_plan(
+        plan_spec(spec, LLAMA_405B, estimate_weights(LLAMA_405B), UNQUANTIZED)
+    )
     location = serving_location(spec, None)
     return leader_worker_set("llama", "ml", spec, plan, location, owner=OWNER), plan
 
@@ -170,7 +173,9 @@ def test_every_flag_the_renderer_emits_is_one_extra_args_may_not_set(
     small = QuantizedModelSpec.model_validate(
         {**body, "serving": {**body["serving"], "maxNodes": 1, "gpu": {"product": "B200"}}}
     )
-    plan = plan_spec(small, LLAMA_405B, estimate_weights(LLAMA_405B), UNQUANTIZED).to_status()
+    plan = PlanStatus.from_plan(
+        plan_spec(small, LLAMA_405B, estimate_weights(LLAMA_405B), UNQUANTIZED)
+    )
     containers.append(
         deployment("llama", "ml", small, plan, serving_location(small, None))["spec"]["template"][
             "spec"

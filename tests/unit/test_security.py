@@ -19,8 +19,9 @@ from pydantic import ValidationError
 from test_api import BASE
 from test_planner import AWQ, LLAMA_8B
 
+from quantwise.api.sizing import plan_spec
 from quantwise.api.spec import MAX_NAME_LENGTH, QuantizedModelSpec
-from quantwise.planning.for_spec import plan_spec
+from quantwise.api.status import PlanStatus
 from quantwise.planning.weights import estimate_weights
 from quantwise.render.job import quantization_job
 from quantwise.render.names import artifact_dir, dns_label
@@ -57,7 +58,7 @@ def test_different_inputs_give_different_labels(a: str, b: str) -> None:
 
 def objects_for(name: str, spec_body: dict[str, Any]) -> list[dict[str, Any]]:
     spec = QuantizedModelSpec.model_validate(spec_body)
-    status = plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ).to_status()
+    status = PlanStatus.from_plan(plan_spec(spec, LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), AWQ))
     location = serving_location(spec, artifact_dir(name, spec))
     return [
         quantization_job(name, "ml", spec),

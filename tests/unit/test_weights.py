@@ -20,8 +20,8 @@ from quantwise.planning.weights import (
     parameter_count,
     read_safetensors_header,
     safetensors_files,
-    weight_format_from_quantization_config,
 )
+from quantwise.quantization.config import weight_format_from_quantization_config
 
 # meta-llama/Llama-3.1-8B-Instruct config.json (the published file, abridged to what matters).
 LLAMA_31_8B = {

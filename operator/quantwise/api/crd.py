@@ -239,9 +239,7 @@ def peering_crds() -> list[dict[str, Any]]:
     """Kopf's ClusterKopfPeering (watching all namespaces) and KopfPeering CRDs."""
     schema = {
         "type": "object",
-        "properties": {
-            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-        },
+        "properties": {"status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
     }
     return [
         {

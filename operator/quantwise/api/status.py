@@ -6,6 +6,7 @@ the same model, so the CLI shows exactly what the cluster will show.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -13,16 +14,105 @@ from pydantic import Field
 from quantwise.api.base import ApiModel
 from quantwise.api.report import WeightBytes
 from quantwise.planning.architecture import Architecture
+from quantwise.planning.planner import Plan
 
-Phase = Literal["Pending", "Quantizing", "Validating", "Deploying", "Ready", "Failed"]
-ConditionType = Literal["Quantized", "Validated", "Planned", "Deployed", "Ready"]
-CONDITION_TYPES: tuple[str, ...] = ("Quantized", "Validated", "Planned", "Deployed", "Ready")
+
+class Phase(StrEnum):
+    """``status.phase``: a one-word summary of the conditions, for printer columns and people."""
+
+    PENDING = "Pending"
+    QUANTIZING = "Quantizing"
+    VALIDATING = "Validating"
+    DEPLOYING = "Deploying"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    """The conditions of a QuantizedModel, in the order the loop reaches them."""
+
+    QUANTIZED = "Quantized"
+    VALIDATED = "Validated"
+    PLANNED = "Planned"
+    DEPLOYED = "Deployed"
+    KV_CACHE_VERIFIED = "KVCacheVerified"
+    READY = "Ready"
+
+
+class Reason(StrEnum):
+    """The reasons quantwise itself sets (a Job's own reasons, e.g. GatedModel, pass through)."""
+
+    # Quantized
+    JOB_CREATED = "JobCreated"
+    JOB_PENDING = "JobPending"
+    JOB_RUNNING = "JobRunning"
+    JOB_RETRYING = "JobRetrying"
+    JOB_DELETED = "JobDeleted"
+    JOB_FAILED = "JobFailed"
+    OUT_OF_MEMORY = "OutOfMemory"
+    QUANTIZED = "Quantized"
+    INSPECTED = "Inspected"
+    # Validated
+    SUPPORTED = "Supported"
+    FAST_KERNEL = "FastKernel"
+    SLOW_KERNEL = "SlowKernel"
+    UNSUPPORTED = "Unsupported"
+    MISMATCH = "Mismatch"
+    # Planned
+    PLANNED = "Planned"
+    DOES_NOT_FIT = "DoesNotFit"
+    NO_GPU = "NoGPU"
+    NO_ARCHITECTURE = "NoArchitecture"
+    # Deployed
+    APPLIED = "Applied"
+    LEADER_WORKER_SET_MISSING = "LeaderWorkerSetMissing"
+    # KVCacheVerified
+    AS_PLANNED = "AsPlanned"
+    BELOW_BUDGET = "BelowBudget"
+    LOG_UNAVAILABLE = "LogUnavailable"
+    # Ready
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    UNAVAILABLE = "Unavailable"
+    SCALED_TO_ZERO = "ScaledToZero"
+    INVALID_SPEC = "InvalidSpec"
+
+    @classmethod
+    def of(cls, text: str) -> Reason | None:
+        """The member spelled ``text`` (None for a reason from elsewhere, e.g. a Job's own)."""
+        return _BY_VALUE.get(text)
+
+    @property
+    def in_progress(self) -> bool:
+        """A False condition with this reason means "not yet", not "wrong" (no Warning)."""
+        return self in _IN_PROGRESS
+
+    @property
+    def announced(self) -> bool:
+        """Whether a change to this reason is posted as an Event.
+
+        Steps a person follows are (JobCreated, Quantized, Planned, Applied, Available, every
+        failure); the ones in between are only in the conditions, so that a fleet's Events stay
+        few (a JobRunning, a Progressing, a FastKernel says nothing the next Event does not).
+        """
+        return self not in _QUIET
+
+
+_BY_VALUE: dict[str, Reason] = {r.value: r for r in Reason}
+_IN_PROGRESS = frozenset(
+    {Reason.JOB_CREATED, Reason.JOB_PENDING, Reason.JOB_RUNNING, Reason.JOB_RETRYING,
+     Reason.PROGRESSING, Reason.SCALED_TO_ZERO}
+)  # fmt: skip
+_QUIET = frozenset(
+    {Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED, Reason.FAST_KERNEL,
+     Reason.LOG_UNAVAILABLE}
+)  # fmt: skip
 
 
 class Condition(ApiModel):
     """A standard Kubernetes condition (metav1.Condition)."""
 
-    type: str = Field(max_length=316, description="Condition type: " + ", ".join(CONDITION_TYPES))
+    type: str = Field(max_length=316, description="Condition type: " + ", ".join(ConditionType))
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(
         max_length=1024,
@@ -146,6 +236,32 @@ class PlanStatus(ApiModel):
         description="What vLLM reported at start-up (leader pod's log), next to the plan.",
     )
 
+    @classmethod
+    def from_plan(cls, plan: Plan) -> PlanStatus:
+        """The planner's plan as ``status.plan`` (what ``quantwise plan -o json`` prints)."""
+        return cls(
+            gpu=plan.gpu.name,
+            tensor_parallel_size=plan.tensor_parallel_size,
+            pipeline_parallel_size=plan.pipeline_parallel_size,
+            gpus_per_replica=plan.gpus_per_replica,
+            gpu_memory_utilization=plan.gpu_memory_utilization,
+            max_model_len=plan.max_model_len,
+            max_num_seqs=plan.max_num_seqs,
+            max_num_batched_tokens=plan.max_num_batched_tokens,
+            kv_cache_dtype=plan.kv_cache_dtype,
+            weight_bytes=plan.weight_bytes,
+            weight_bytes_source="measured" if plan.weights_measured else "estimated",
+            weight_bytes_per_gpu=plan.sizing.weight_bytes,
+            kv_cache_bytes_per_token=plan.kv_cache_bytes_per_token,
+            kv_cache_budget_bytes=plan.sizing.kv_budget_bytes,
+            kv_cache_tokens=plan.kv_cache_tokens,
+            overhead_bytes_per_gpu=plan.sizing.overhead.total_bytes,
+            required_bytes_per_gpu=plan.sizing.required_bytes,
+            gpu_memory_bytes=plan.gpu.memory_bytes,
+            estimated_decode_tokens_per_second=plan.estimated_decode_tokens_per_second,
+            reasons=list(plan.reasons),
+        )
+
 
 class QuantizedModelStatus(ApiModel):
     """What the operator observed and decided."""
@@ -156,7 +272,7 @@ class QuantizedModelStatus(ApiModel):
     )
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Quantized, Validated, Planned, Deployed, Ready.",
+        description=", ".join(ConditionType) + ".",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     artifact: ArtifactStatus | None = Field(default=None, description="The artifact served.")

@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from quantwise.api.status import PlanStatus
 from quantwise.planning.architecture import Architecture
 from quantwise.planning.gpus import CATALOG, GIB, GPU
 from quantwise.planning.kvcache import (
@@ -111,31 +110,6 @@ class Plan:
     def gpus_per_replica(self) -> int:
         """GPUs one replica uses."""
         return self.tensor_parallel_size * self.pipeline_parallel_size
-
-    def to_status(self) -> PlanStatus:
-        """Return the plan as ``status.plan``."""
-        return PlanStatus(
-            gpu=self.gpu.name,
-            tensor_parallel_size=self.tensor_parallel_size,
-            pipeline_parallel_size=self.pipeline_parallel_size,
-            gpus_per_replica=self.gpus_per_replica,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            max_model_len=self.max_model_len,
-            max_num_seqs=self.max_num_seqs,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            kv_cache_dtype=self.kv_cache_dtype,
-            weight_bytes=self.weight_bytes,
-            weight_bytes_source="measured" if self.weights_measured else "estimated",
-            weight_bytes_per_gpu=self.sizing.weight_bytes,
-            kv_cache_bytes_per_token=self.kv_cache_bytes_per_token,
-            kv_cache_budget_bytes=self.sizing.kv_budget_bytes,
-            kv_cache_tokens=self.kv_cache_tokens,
-            overhead_bytes_per_gpu=self.sizing.overhead.total_bytes,
-            required_bytes_per_gpu=self.sizing.required_bytes,
-            gpu_memory_bytes=self.gpu.memory_bytes,
-            estimated_decode_tokens_per_second=self.estimated_decode_tokens_per_second,
-            reasons=list(self.reasons),
-        )
 
 
 def gib(value: int | float) -> str:

@@ -17,10 +17,9 @@ import json
 import math
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from quantwise.planning.architecture import Architecture
 
@@ -388,24 +387,3 @@ def measure_weights(model_dir: Path, arch: Architecture) -> WeightBreakdown:
         )
     tensors = [t for f in files for t in read_safetensors_header(f)]
     return classify_tensors(arch, tensors)
-
-
-# ----- the weight format of an existing checkpoint -----
-
-
-def weight_format_from_quantization_config(qc: Mapping[str, Any] | None) -> WeightFormat:
-    """Return the weight format a config.json ``quantization_config`` describes (None: 16 bits).
-
-    The config is read by quantwise.quantization.config, which knows every producer; raises its
-    QuantizationConfigError for a config that cannot be read.
-    """
-    from quantwise.quantization.config import parse_quantization_config
-
-    q = parse_quantization_config(qc)
-    if q.scheme == "none" or q.weight_bits >= 16:
-        return UNQUANTIZED
-    group = q.group_size
-    if group is None or group <= 0:
-        # Per-channel scales: explicit for sub-8-bit formats, implied for 8-bit ones.
-        group = -1 if group == -1 and q.weight_bits < 8 else None
-    return WeightFormat(bits=q.weight_bits, group_size=group, symmetric=q.symmetric)

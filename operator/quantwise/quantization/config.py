@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from quantwise.planning.weights import UNQUANTIZED, WeightFormat
+
 Producer = Literal[
     "none",
     "awq",
@@ -567,3 +569,21 @@ def parse_quantization_config(
                 f"quantization_config.quant_method {method!r} is not one quantwise reads (awq, "
                 "gptq, compressed-tensors, fp8, fbgemm_fp8, bitsandbytes, modelopt)"
             )
+
+
+# ----- the weight format of an existing checkpoint -----
+
+
+def weight_format_from_quantization_config(qc: Mapping[str, Any] | None) -> WeightFormat:
+    """Return the weight format a config.json ``quantization_config`` describes (None: 16 bits).
+
+    Raises QuantizationConfigError for a config that cannot be read.
+    """
+    q = parse_quantization_config(qc)
+    if q.scheme == "none" or q.weight_bits >= 16:
+        return UNQUANTIZED
+    group = q.group_size
+    if group is None or group <= 0:
+        # Per-channel scales: explicit for sub-8-bit formats, implied for 8-bit ones.
+        group = -1 if group == -1 and q.weight_bits < 8 else None
+    return WeightFormat(bits=q.weight_bits, group_size=group, symmetric=q.symmetric)

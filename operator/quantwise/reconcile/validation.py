@@ -10,7 +10,7 @@ from quantwise.planning.gpus import GPU
 from quantwise.planning.kvcache import kv_cache_dtype_unavailable
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
 from quantwise.quantization.validate import validate
-from quantwise.reconcile.core import Validation, Validator
+from quantwise.reconcile.state import Validation, Validator
 from quantwise.vllm import version_of
 
 

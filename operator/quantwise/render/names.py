@@ -25,6 +25,14 @@ LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MODEL = "quantwise.dev/model"
 LABEL_ARTIFACT = "quantwise.dev/artifact"
 LABEL_ROLE = "quantwise.dev/role"  # leader or worker, in a LeaderWorkerSet
+MANAGED_BY = "quantwise"
+"""The value of LABEL_MANAGED_BY on everything quantwise creates, and its field manager."""
+FIELD_MANAGER = MANAGED_BY
+
+# LeaderWorkerSet (sigs.k8s.io/lws), which serves a plan across nodes.
+LWS_GROUP, LWS_VERSION, LWS_PLURAL, LWS_KIND = (
+    "leaderworkerset.x-k8s.io", "v1", "leaderworkersets", "LeaderWorkerSet",
+)  # fmt: skip
 
 
 def artifact_hash(spec: QuantizedModelSpec) -> str:
@@ -82,7 +90,7 @@ def common_labels(name: str, component: str) -> dict[str, str]:
         LABEL_NAME: "vllm" if component == "server" else "quantwise-quantizer",
         LABEL_INSTANCE: dns_label(name),
         LABEL_COMPONENT: component,
-        LABEL_MANAGED_BY: "quantwise",
+        LABEL_MANAGED_BY: MANAGED_BY,
         LABEL_PART_OF: "quantwise",
         LABEL_MODEL: dns_label(name),
     }

@@ -15,6 +15,9 @@ from quantwise.api.status import PlanStatus
 from quantwise.render.names import (
     LABEL_ARTIFACT,
     LABEL_ROLE,
+    LWS_GROUP,
+    LWS_KIND,
+    LWS_VERSION,
     artifact_dir,
     common_labels,
     dns_label,
@@ -38,6 +41,13 @@ class ModelLocation:
     hf_revision: str | None = None
     hf_token_secret: tuple[str, str] | None = None
     artifact: str | None = None
+
+    @property
+    def uri(self) -> str:
+        """Where the model is, in the user's terms: ``pvc://CLAIM/PATH`` or ``hf://REPO@REV``."""
+        if self.claim_name is not None and self.path is not None:
+            return f"pvc://{self.claim_name}/{self.path}"
+        return f"hf://{self.hf_repo}@{self.hf_revision}"
 
     @property
     def model_arg(self) -> str:
@@ -277,7 +287,6 @@ def deployment(
     }
 
 
-LWS_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 RAY_PORT = 6379
 # vLLM's own multi-node launcher (no Ray): every pod runs `vllm serve` with --nnodes and its
 # --node-rank, the leader serves the API, the others run --headless and join the leader's
@@ -373,8 +382,8 @@ def leader_worker_set(
     leader_labels = {**labels, LABEL_ROLE: "leader"}
     worker_labels = {**labels, LABEL_ROLE: "worker"}
     return {
-        "apiVersion": LWS_API_VERSION,
-        "kind": "LeaderWorkerSet",
+        "apiVersion": f"{LWS_GROUP}/{LWS_VERSION}",
+        "kind": LWS_KIND,
         "metadata": _metadata(name, namespace, labels, owner),
         "spec": {
             "replicas": spec.serving.replicas,

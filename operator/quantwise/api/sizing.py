@@ -1,7 +1,8 @@
-"""Plan a QuantizedModel spec: glue between the spec and the planner.
+"""Plan a QuantizedModel spec: the spec in the planner's terms.
 
 Shared by the CLI and the operator: ``spec.serving`` becomes a Budget, ``spec.serving.gpu`` a GPU,
-``spec.quantization`` (or the checkpoint's ``quantization_config``) a WeightFormat.
+``spec.quantization`` (or the checkpoint's ``quantization_config``) a WeightFormat. The planner
+(quantwise.planning) knows nothing of the API; this module is where the two meet.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from quantwise.api.spec import GpuSpec, Quantization, QuantizedModelSpec, Servin
 from quantwise.planning.architecture import Architecture
 from quantwise.planning.gpus import GPU, custom_gpu, lookup_gpu
 from quantwise.planning.planner import Budget, Plan, TPFilter, plan
-from quantwise.planning.weights import (
-    UNQUANTIZED,
-    WeightBreakdown,
-    WeightFormat,
-    estimate_weights,
-    weight_format_from_quantization_config,
-)
+from quantwise.planning.weights import UNQUANTIZED, WeightBreakdown, WeightFormat, estimate_weights
+from quantwise.quantization.config import weight_format_from_quantization_config
 
 
 def budget_from_serving(serving: Serving) -> Budget:
