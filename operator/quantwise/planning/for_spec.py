@@ -20,6 +20,7 @@ from quantwise.planning.weights import (
     estimate_weights,
     weight_format_from_quantization_config,
 )
+from quantwise.vllm import version_of
 
 
 def budget_from_serving(serving: Serving) -> Budget:
@@ -32,6 +33,10 @@ def budget_from_serving(serving: Serving) -> Budget:
         max_gpu_memory_utilization=serving.max_gpu_memory_utilization,
         gpus_per_node=serving.gpus_per_node,
         max_nodes=serving.max_nodes,
+        # The release decides what vLLM counts (quantwise.planning.memory); an image without a
+        # version tag is planned as the default release.
+        vllm_version=version_of(serving.image, serving.vllm_version),
+        enforce_eager="--enforce-eager" in (serving.extra_args or ()),
     )
 
 
