@@ -14,11 +14,14 @@ independently from the raw config.json (not through quantwise's parser):
   vllm/v1/core/kv_cache_utils.py) for models without sliding-window layers (vLLM's hybrid
   allocator sizes those differently; n/a there).
 
-Rows of ``benchmarks/data/measured.csv`` (real vLLM start-ups: "Available KV cache memory: X
-GiB", "GPU KV cache size: N tokens", from public logs, each with its source) are compared too:
-the KV tokens quantwise derives from the logged memory (the KV layout), and the KV memory its
-planner predicts for the run (the whole memory model). Run: ``python -m benchmarks.sizing
-[--markdown]``; it exits 1 when a KV error is not 0 or a measured run contradicts quantwise.
+Rows of ``benchmarks/data/measured.csv`` (real vLLM start-ups from public logs, each with its
+source) are compared too, each in its set (``fit``: the memory model's constants were fitted to
+it; ``check``: only checked against): the KV tokens quantwise derives from the logged memory (the
+KV layout), the weights as vLLM loads them against "Model loading took", the KV memory the
+planner leaves at the run's utilization against "Available KV cache memory" (the whole memory
+model), and the "Maximum concurrency" that gives. Run: ``python -m benchmarks.sizing
+[--markdown]``; it exits 1 when a KV error is not 0, a measured run contradicts quantwise, or the
+accuracy of issue #15 is missed (the ``*_LIMIT_PERCENT`` constants).
 """
 
 from __future__ import annotations
