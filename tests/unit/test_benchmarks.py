@@ -63,7 +63,9 @@ def test_sizing_agrees_with_every_measured_vllm_run() -> None:
         assert pool, out[-3000:]
         assert int(pool.group(1)) >= 9
         assert float(pool.group(2)) <= 2.0, pool.group(0)
-        assert float(pool.group(5)) <= 0.5 and pool.group(7) == "0", pool.group(0)
+        # The planner never promised more KV memory than vLLM found (the benchmark itself allows
+        # 0.5 %, issue #15's limit, before it fails).
+        assert float(pool.group(5)) < 0 and pool.group(6) == pool.group(7) == "0", pool.group(0)
         concurrency = re.search(
             rf"{name} set: maximum concurrency vs the log on (\d+) runs: MAE ([0-9.]+) %", out
         )
