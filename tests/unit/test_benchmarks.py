@@ -44,26 +44,79 @@ def test_sizing_agrees_with_every_measured_vllm_run() -> None:
     out = bench("benchmarks.sizing")
     within = re.search(r"(\d+) of (\d+) single-stage runs within the log's rounding", out)
     assert within, out[-2000:]
-    assert within.group(1) == within.group(2) and int(within.group(1)) >= 25, within.group(0)
-    memory = re.search(r"catalog GPUs: ([-+][0-9.]+) % to ([-+][0-9.]+) %", out)
-    assert memory, out[-2000:]
-    assert float(memory.group(2)) < 0, "the planner promised more KV memory than vLLM found"
+    assert within.group(1) == within.group(2) and int(within.group(1)) >= 35, within.group(0)
+    for name in ("fit", "check"):
+        weights = re.search(
+            rf"{name} set: weights vs \"Model loading took\" on (\d+) runs: "
+            r"MAE ([0-9.]+) %, max ([0-9.]+) %",
+            out,
+        )
+        assert weights, out[-3000:]
+        assert int(weights.group(1)) >= 10
+        assert float(weights.group(2)) <= 0.5 and float(weights.group(3)) <= 1.0, weights.group(0)
+        pool = re.search(
+            rf"{name} set: KV pool vs \"Available KV cache memory\" on (\d+) runs: "
+            r"MAE ([0-9.]+) %, max ([0-9.]+) %, from ([-+][0-9.]+) % to ([-+][0-9.]+) %; "
+            r"over-promising: (\d+) \(more than 0.5 %: (\d+)\)",
+            out,
+        )
+        assert pool, out[-3000:]
+        assert int(pool.group(1)) >= 9
+        assert float(pool.group(2)) <= 2.0, pool.group(0)
+        # The planner never promised more KV memory than vLLM found (the benchmark itself allows
+        # 0.5 %, issue #15's limit, before it fails).
+        assert float(pool.group(5)) < 0 and pool.group(6) == pool.group(7) == "0", pool.group(0)
+        concurrency = re.search(
+            rf"{name} set: maximum concurrency vs the log on (\d+) runs: MAE ([0-9.]+) %", out
+        )
+        assert concurrency and float(concurrency.group(2)) <= 3.0, out[-3000:]
     assert "CONTRADICTED" not in out
+
+
+def measured(**changes: str) -> dict[str, str]:
+    """The first single-stage H100 row of measured.csv, with ``changes``."""
+    with (ROOT / "benchmarks" / "data" / "measured.csv").open(newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["gpu"] == "H100-80GB" and r["pp"] == "1")
+    return {**row, **changes}
 
 
 def test_a_measured_run_that_contradicts_quantwise_is_reported() -> None:
     sizing = sizing_module()
-    with (ROOT / "benchmarks" / "data" / "measured.csv").open(newline="") as f:
-        row = next(r for r in csv.DictReader(f) if r["gpu"] == "H100-80GB" and r["pp"] == "1")
+    row = measured()
     assert sizing.measured_failures([sizing.measure(row)]) == []
     # 1 % more tokens than the logged memory holds: a KV layout quantwise would get wrong.
-    more_tokens = {**row, "measured_kv_tokens": str(int(int(row["measured_kv_tokens"]) * 1.01))}
+    more_tokens = measured(measured_kv_tokens=str(int(int(row["measured_kv_tokens"]) * 1.01)))
     # vLLM found far less KV memory than the planner leaves: the plan over-promises.
-    less_memory = {**row, "available_kv_gib": "20.00"}
+    less_memory = measured(available_kv_gib="20.00", max_concurrency="")
     less_memory["measured_kv_tokens"] = str(sizing.measure(less_memory).tokens)
     failures = sizing.measured_failures([sizing.measure(more_tokens), sizing.measure(less_memory)])
-    assert len(failures) == 2, failures
-    assert "KV tokens" in failures[0] and "exceeds vLLM's 20.00 GiB" in failures[1]
+    assert any("KV tokens" in f for f in failures), failures
+    assert any("exceeds vLLM's 20.00 GiB" in f for f in failures), failures
+
+
+def test_each_accuracy_limit_of_the_benchmark_can_fail() -> None:
+    sizing = sizing_module()
+    row = measured()
+    logged = float(row["available_kv_gib"])
+
+    def failures(**changes: str) -> list[str]:
+        return list(sizing.measured_failures([sizing.measure(measured(**changes))]))
+
+    # Weights 2 % off "Model loading took": the MAE and the max limits both trip.
+    heavier = f"{float(row['model_loading_gib']) * 1.02:.2f}"
+    assert [f.split(":")[0] for f in failures(model_loading_gib=heavier)] == ["weights"] * 2
+    # A check-set run whose KV pool the planner under-counts by 3 %: no over-promise, but the
+    # check set's MAE is past 2 % (and the same run in the fit set is not held to it).
+    more = measured(available_kv_gib=f"{logged * 1.03:.2f}", max_concurrency="")
+    more["measured_kv_tokens"] = str(sizing.measure(more).tokens)
+    more["set"] = "check"
+    found = sizing.measured_failures([sizing.measure(more)])
+    assert found and all(f.startswith("check set: KV-pool MAE") for f in found), found
+    assert sizing.measured_failures([sizing.measure({**more, "set": "fit"})]) == []
+    # The logged concurrency 4 % above what the plan gives.
+    concurrency = f"{float(row['max_concurrency']) * 1.04:.2f}"
+    found = failures(max_concurrency=concurrency)
+    assert found and found[0].startswith("maximum concurrency: MAE"), found
 
 
 def test_planner_times_one_plan_and_a_fleet() -> None:

@@ -317,3 +317,18 @@ def test_a_sliding_window_plan_states_its_kv_as_whole_sequences() -> None:
     # As vLLM 0.33 logs it: int(max concurrency x max_model_len), at least the budget's 8 x 8192.
     assert p.kv_cache_tokens == int(sequences * 8192)
     assert p.kv_cache_tokens >= 8 * 8192
+
+
+def test_the_plan_counts_what_the_serving_release_counts() -> None:
+    w = estimate_weights(LLAMA_8B, AWQ)
+    gpu = lookup_gpu("H100-80GB")
+    current = plan(LLAMA_8B, w, gpu, Budget(8192, 16), AWQ)
+    old = plan(LLAMA_8B, w, gpu, Budget(8192, 16, vllm_version=(0, 19)), AWQ)
+    eager = plan(LLAMA_8B, w, gpu, Budget(8192, 16, enforce_eager=True), AWQ)
+    # vLLM 0.33 takes its CUDA graphs out of the utilization; 0.19 did not, nor does eager mode.
+    assert current.sizing.overhead.cuda_graph_bytes > 0
+    assert old.sizing.overhead.cuda_graph_bytes == eager.sizing.overhead.cuda_graph_bytes == 0
+    assert old.sizing.required_bytes < current.sizing.required_bytes
+    # The weights as vLLM holds them: more than the checkpoint (rotary cache, vocab padding...).
+    assert current.sizing.weight_bytes > w.per_gpu_bytes(LLAMA_8B, 1)
+    assert current.weight_bytes == w.total_bytes  # status.plan.weightBytes: the checkpoint's

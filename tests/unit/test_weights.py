@@ -16,9 +16,14 @@ from quantwise.planning.weights import (
     WeightFormat,
     WeightsError,
     estimate_weights,
+    loaded_weights,
     measure_weights,
+    mla_absorbed_bytes,
+    padded_vocab_size,
     parameter_count,
     read_safetensors_header,
+    repack_kernel,
+    rotary_cache_bytes,
     safetensors_files,
 )
 from quantwise.quantization.config import weight_format_from_quantization_config
@@ -300,3 +305,118 @@ def test_weight_format_of_existing_checkpoints(
     qc: dict[str, object] | None, expected: WeightFormat
 ) -> None:
     assert weight_format_from_quantization_config(qc) == expected
+
+
+# ----- what vLLM holds after loading -----
+
+MODELS = Path(__file__).parents[2] / "examples" / "models"
+GIB = 1024**3
+
+
+def example(folder: str) -> Architecture:
+    return architecture_from_config(json.loads((MODELS / folder / "config.json").read_text()))
+
+
+@pytest.mark.parametrize(
+    ("folder", "fmt", "kernel", "tp", "pp", "logged_gib"),
+    [
+        # vLLM 0.19.0 on an H100, "Model loading took X GiB" (llm-d-planner logs).
+        ("meta-llama--Llama-3.1-8B-Instruct", UNQUANTIZED, None, 1, 1, 14.99),
+        ("meta-llama--Llama-3.1-8B-Instruct", UNQUANTIZED, None, 4, 1, 3.77),
+        ("meta-llama--Llama-3.1-8B-Instruct", UNQUANTIZED, None, 1, 4, 4.26),
+        ("Qwen--Qwen3-30B-A3B", UNQUANTIZED, None, 1, 1, 56.88),
+        ("mistralai--Mixtral-8x7B-Instruct-v0.1", UNQUANTIZED, None, 2, 1, 43.51),
+        ("deepseek-ai--DeepSeek-V2-Lite", UNQUANTIZED, None, 1, 1, 29.43),
+        ("google--gemma-2-9b-it", UNQUANTIZED, None, 1, 1, 17.22),
+        ("meta-llama--Llama-3.1-70B-Instruct", WeightFormat(8, layout="fp8"), None, 2, 1, 33.88),
+        (
+            "meta-llama--Llama-3.1-8B-Instruct",
+            WeightFormat(4, 128, True, layout="gptq"),
+            "machete",
+            1,
+            1,
+            5.38,
+        ),
+    ],
+)
+def test_loaded_weights_are_what_vllm_logs(
+    folder: str, fmt: WeightFormat, kernel: str | None, tp: int, pp: int, logged_gib: float
+) -> None:
+    arch = example(folder)
+    loaded = loaded_weights(arch, estimate_weights(arch, fmt), fmt, kernel)  # type: ignore[arg-type]
+    assert loaded.per_gpu_bytes(arch, tp, pp) / GIB == pytest.approx(
+        logged_gib, rel=0.002, abs=0.015
+    )
+
+
+def test_loading_adds_the_rotary_cache_mla_matrices_and_vocab_padding() -> None:
+    arch = architecture_from_config(LLAMA_31_8B)
+    file = estimate_weights(arch)
+    loaded = loaded_weights(arch, file)
+    # The cos/sin cache: 131072 positions x 128 x 2 bytes, on every GPU.
+    assert loaded.runtime_replicated_bytes == rotary_cache_bytes(arch) == 131072 * 128 * 2
+    assert loaded.per_gpu_bytes(arch, 2) - file.per_gpu_bytes(arch, 2) == 131072 * 128 * 2
+    assert loaded_weights(arch, loaded) is loaded  # applying it twice changes nothing
+    # A vocabulary of 1000 is padded to 1024 rows.
+    small = tiny()
+    padded = loaded_weights(small, estimate_weights(small))
+    assert padded.embedding_bytes == padded_vocab_size(1000) * 256 * 2 == 1024 * 256 * 2
+    # DeepSeek-V2-Lite: W_UK and W_UV copy kv_b_proj, 27 layers x 16 heads x 256 x 512 x 2 bytes.
+    mla = example("deepseek-ai--DeepSeek-V2-Lite")
+    assert mla_absorbed_bytes(mla) == 27 * 16 * (128 + 128) * 512 * 2
+    assert mla_absorbed_bytes(arch) == 0
+
+
+def test_loaded_linear_bytes_follow_the_repacking_kernel() -> None:
+    k, n = 4096, 1024
+    groups = k // 128
+    weight, scales = k * n // 2, groups * n * 2
+    packed_zeros = groups * n // 2
+    awq = WeightFormat(4, 128, False, layout="awq")
+    assert awq.linear_bytes(k, n) == weight + scales + packed_zeros
+    # Marlin keeps AWQ's packed zero points; Machete makes them 16-bit -zero x scale.
+    assert awq.loaded_linear_bytes(k, n, "marlin") == weight + scales + packed_zeros
+    assert awq.loaded_linear_bytes(k, n, "machete") == weight + scales + groups * n * 2
+    assert awq.loaded_linear_bytes(k, n) == awq.loaded_linear_bytes(k, n, "machete")
+    gptq = WeightFormat(4, 128, True, layout="gptq")
+    # GPTQ's files hold qzeros even for symmetric weights, and g_idx.
+    assert gptq.linear_bytes(k, n) == weight + scales + packed_zeros + k * 4
+    assert gptq.loaded_linear_bytes(k, n, "marlin") == weight + scales
+    assert gptq.loaded_linear_bytes(k, n, "machete") == gptq.linear_bytes(k, n)
+    # compressed-tensors: no zero points when symmetric, a two-int64 weight_shape on disk.
+    ct = WeightFormat(4, 128, True, layout="compressed-tensors")
+    assert ct.linear_bytes(k, n) == weight + scales + 16
+    assert ct.loaded_linear_bytes(k, n) == weight + scales
+    # FP8 / INT8: channel scales become float32 whatever the checkpoint stored.
+    assert WeightFormat(8, layout="fp8").loaded_linear_bytes(k, n) == k * n + n * 4
+    # FP8 blocks of 128 x 128: one float32 scale a block, on disk and loaded.
+    block = WeightFormat(8, layout="fp8", block=(128, 128))
+    assert block.linear_bytes(k, n) == block.loaded_linear_bytes(k, n) == k * n + 8 * 32 * 4
+    assert UNQUANTIZED.loaded_linear_bytes(k, n) == UNQUANTIZED.linear_bytes(k, n) == k * n * 2
+
+
+def test_the_kernel_follows_the_compute_capability() -> None:
+    assert repack_kernel((8, 0)) == "marlin"
+    assert repack_kernel((8, 9)) == "marlin"
+    assert repack_kernel((10, 0)) == "marlin"
+    assert repack_kernel((9, 0)) is None  # Machete or Marlin by release: the larger
+    assert repack_kernel((7, 5)) is None
+
+
+def test_the_checkpoint_layout_comes_from_its_quantization_config() -> None:
+    awq = weight_format_from_quantization_config(
+        {"quant_method": "awq", "bits": 4, "group_size": 128, "zero_point": True}
+    )
+    assert awq.layout == "awq"
+    gptq = weight_format_from_quantization_config(
+        {"quant_method": "gptq", "bits": 4, "group_size": 128, "sym": True, "desc_act": True}
+    )
+    assert (gptq.layout, gptq.act_order) == ("gptq", True)
+    fp8 = weight_format_from_quantization_config(
+        {
+            "quant_method": "fp8",
+            "activation_scheme": "dynamic",
+            "weight_block_size": [128, 128],
+        }
+    )
+    assert (fp8.layout, fp8.block) == ("fp8", (128, 128))

@@ -16,10 +16,11 @@ from quantwise.planning.gpus import GPU, custom_gpu, lookup_gpu
 from quantwise.planning.planner import Budget, Plan, TPFilter, plan
 from quantwise.planning.weights import UNQUANTIZED, WeightBreakdown, WeightFormat, estimate_weights
 from quantwise.quantization.config import weight_format_from_quantization_config
+from quantwise.vllm import version_of
 
 
-def budget_from_serving(serving: Serving) -> Budget:
-    """The planner's budget from ``spec.serving``."""
+def budget_from_serving(serving: Serving, default_image: str | None = None) -> Budget:
+    """The planner's budget from ``spec.serving`` (served by ``default_image`` without one)."""
     return Budget(
         max_model_len=serving.max_model_len,
         concurrency=serving.concurrency,
@@ -28,6 +29,10 @@ def budget_from_serving(serving: Serving) -> Budget:
         max_gpu_memory_utilization=serving.max_gpu_memory_utilization,
         gpus_per_node=serving.gpus_per_node,
         max_nodes=serving.max_nodes,
+        # The release decides what vLLM counts (quantwise.planning.memory); an image without a
+        # version tag is planned as the default release.
+        vllm_version=version_of(serving.image or default_image, serving.vllm_version),
+        enforce_eager="--enforce-eager" in (serving.extra_args or ()),
     )
 
 

@@ -25,11 +25,20 @@ from quantwise.planning.kvcache import (
     kv_heads_per_gpu,
 )
 from quantwise.planning.memory import (
+    CUDA_GRAPH_MAX_CAPTURE_SIZE,
+    CUDA_GRAPH_MAX_CAPTURE_SIZE_BLACKWELL,
     Overhead,
     default_max_num_batched_tokens,
     estimate_overhead,
 )
-from quantwise.planning.weights import WeightBreakdown, WeightFormat
+from quantwise.planning.weights import (
+    WeightBreakdown,
+    WeightFormat,
+    loaded_weights,
+    quantizes_lm_head,
+    repack_kernel,
+)
+from quantwise.vllm import DEFAULT_VERSION, Version
 
 DEFAULT_MAX_MODEL_LEN = 8192
 # At least this many sequences: vLLM's own default on GPUs under 70 GiB (1024 on larger ones but
@@ -56,6 +65,10 @@ class Budget:
     max_gpu_memory_utilization: float = 0.9
     gpus_per_node: int = 8
     max_nodes: int = 1
+    # The serving release: it decides how vLLM counts its overhead (quantwise.planning.memory).
+    vllm_version: Version = DEFAULT_VERSION
+    # --enforce-eager (in extraArgs): no CUDA graphs to reserve for.
+    enforce_eager: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +189,26 @@ def _round_up(value: float, step: float = UTILIZATION_STEP) -> float:
     return round(math.ceil(round(value / step, 6)) * step, 2)
 
 
+def weights_on_gpu(
+    arch: Architecture, weights: WeightBreakdown, fmt: WeightFormat, gpu: GPU
+) -> WeightBreakdown:
+    """``weights`` as vLLM holds them on ``gpu`` (quantwise.planning.weights.loaded_weights)."""
+    return loaded_weights(
+        arch,
+        weights,
+        fmt,
+        repack_kernel(gpu.compute_capability),
+        quantize_lm_head=quantizes_lm_head(arch, weights),
+    )
+
+
+def max_cudagraph_capture_size(gpu: GPU) -> int:
+    """The largest CUDA-graph batch vLLM captures by default on ``gpu``, in tokens."""
+    if gpu.compute_capability[0] == 10:
+        return CUDA_GRAPH_MAX_CAPTURE_SIZE_BLACKWELL
+    return CUDA_GRAPH_MAX_CAPTURE_SIZE
+
+
 def _size(
     arch: Architecture,
     weights: WeightBreakdown,
@@ -196,7 +229,16 @@ def _size(
         weight_bytes=weights.per_gpu_bytes(arch, tp, pp),
         kv_bytes_per_sequence=per_seq,
         kv_budget_bytes=per_seq * budget.concurrency,
-        overhead=estimate_overhead(arch, tp, pp, max_num_batched_tokens, max_num_seqs),
+        overhead=estimate_overhead(
+            arch,
+            tp,
+            pp,
+            max_num_batched_tokens,
+            max_num_seqs,
+            vllm_version=budget.vllm_version,
+            enforce_eager=budget.enforce_eager,
+            max_cudagraph_capture_size=max_cudagraph_capture_size(gpu),
+        ),
         cap_bytes=int(gpu.memory_bytes * budget.max_gpu_memory_utilization),
     )
 
@@ -239,7 +281,9 @@ def plan(
     else:
         max_model_len = budget.max_model_len
     max_num_seqs = budget.max_num_seqs or max(budget.concurrency, DEFAULT_MAX_NUM_SEQS)
-    mnbt = default_max_num_batched_tokens(gpu.memory_bytes, gpu.name)
+    mnbt = default_max_num_batched_tokens(gpu.memory_bytes, gpu.name, budget.vllm_version)
+    file_weights = weights
+    weights = weights_on_gpu(arch, weights, fmt, gpu)
     try:
         kv_bytes_per_token(arch, 1, budget.kv_cache_dtype)
     except KVCacheError as exc:
@@ -314,7 +358,7 @@ def plan(
         # size as whole sequences x max_model_len (vllm/v1/core/kv_cache_utils.py,
         # get_kv_cache_capacity: int(max_concurrency x max_model_len)), and so does the plan.
         tokens = int(sequences * max_model_len)
-    bytes_read = weights.bytes_read_per_token(arch)
+    bytes_read = file_weights.bytes_read_per_token(arch)
     decode = gpu.bandwidth_gbps * 1e9 * tp / bytes_read if bytes_read else 0.0
 
     if pp == 1:
@@ -352,8 +396,8 @@ def plan(
         max_num_seqs=max_num_seqs,
         max_num_batched_tokens=mnbt,
         kv_cache_dtype=budget.kv_cache_dtype,
-        weight_bytes=weights.total_bytes,
-        weights_measured=weights.measured,
+        weight_bytes=file_weights.total_bytes,
+        weights_measured=file_weights.measured,
         sizing=chosen,
         kv_cache_bytes_per_token=per_token,
         kv_cache_tokens=tokens,
@@ -463,7 +507,7 @@ def _no_fit_message(
             last.pp,
             max_model_len,
             max_num_seqs,
-            default_max_num_batched_tokens(g.memory_bytes, g.name),
+            default_max_num_batched_tokens(g.memory_bytes, g.name, budget.vllm_version),
         ).fits
     ]
     if bigger:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from quantwise.planning.weights import UNQUANTIZED, WeightFormat
+from quantwise.planning.weights import FLOAT32_BYTES, UNQUANTIZED, WeightFormat, WeightLayout
 
 Producer = Literal[
     "none",
@@ -579,11 +579,38 @@ def weight_format_from_quantization_config(qc: Mapping[str, Any] | None) -> Weig
 
     Raises QuantizationConfigError for a config that cannot be read.
     """
-    q = parse_quantization_config(qc)
+    return weight_format_of(parse_quantization_config(qc))
+
+
+def weight_format_of(q: CheckpointQuantization) -> WeightFormat:
+    """How a checkpoint quantized as ``q`` stores its weights, as the planner sizes them.
+
+    The producer's on-disk layout, FP8 block shape and act-order come along (they refine the
+    bytes, not the format).
+    """
     if q.scheme == "none" or q.weight_bits >= 16:
         return UNQUANTIZED
     group = q.group_size
     if group is None or group <= 0:
         # Per-channel scales: explicit for sub-8-bit formats, implied for 8-bit ones.
         group = -1 if group == -1 and q.weight_bits < 8 else None
-    return WeightFormat(bits=q.weight_bits, group_size=group, symmetric=q.symmetric)
+    layout: WeightLayout = "generic"
+    if q.scheme == "awq":
+        layout = "awq"
+    elif q.scheme == "gptq":
+        layout = "gptq"
+    elif q.producer == "compressed-tensors" and q.weight_bits < 8:
+        layout = "compressed-tensors"
+    elif q.scheme.startswith("bnb"):
+        layout = "bitsandbytes"
+    elif q.weight_bits == 8:
+        layout = "fp8" if q.weight_type == "float" else "int8"
+    return WeightFormat(
+        bits=q.weight_bits,
+        group_size=group,
+        symmetric=q.symmetric,
+        scale_bytes=FLOAT32_BYTES if layout == "bitsandbytes" else 2,
+        layout=layout,
+        block=q.block_size,
+        act_order=q.desc_act,
+    )

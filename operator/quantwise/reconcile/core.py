@@ -48,7 +48,7 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
         d.set(ConditionType.PLANNED, False, Reason.NO_ARCHITECTURE,
               "the report carries no architecture")  # fmt: skip
         return d.finish(Phase.FAILED, permanent=True)
-    placed = placement_stage(d, spec, artifact, validator)
+    placed = placement_stage(d, spec, artifact, validator, settings.vllm_image)
     if placed is None:
         return d.finish(Phase.FAILED, permanent=True)
     found = measured(d, placed.status)

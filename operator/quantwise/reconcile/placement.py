@@ -17,7 +17,9 @@ from quantwise.planning.gpus import GPU
 from quantwise.planning.inventory import LABEL_PRODUCT, GpuPool
 from quantwise.planning.planner import Budget, Plan, PlanError, plan
 from quantwise.planning.weights import WeightBreakdown, WeightFormat, estimate_weights
+from quantwise.quantization.config import weight_format_of
 from quantwise.reconcile.state import Decision, Validation, Validator
+from quantwise.reconcile.validation import checkpoint_from_artifact
 
 PLANNED, VALIDATED = ConditionType.PLANNED, ConditionType.VALIDATED
 
@@ -47,6 +49,7 @@ class _Sizer:
     spec: QuantizedModelSpec
     artifact: ArtifactStatus
     validator: Validator | None
+    default_image: str | None
 
     def attempt(self, gpu: GPU, budget: Budget) -> _Attempt:
         checked = self.validator(self.spec, self.artifact, gpu) if self.validator else None
@@ -64,13 +67,21 @@ class _Sizer:
 
 
 def placement_stage(
-    d: Decision, spec: QuantizedModelSpec, artifact: ArtifactStatus, validator: Validator | None
+    d: Decision,
+    spec: QuantizedModelSpec,
+    artifact: ArtifactStatus,
+    validator: Validator | None,
+    default_image: str | None,
 ) -> Placement | None:
-    """The placement, or None when there is none (a condition says why)."""
-    sizer = _Sizer(spec, artifact, validator)
+    """The placement, or None when there is none (a condition says why).
+
+    ``default_image`` serves a spec that names no image: its vLLM release decides the sizing.
+    """
+    sizer = _Sizer(spec, artifact, validator, default_image)
     if spec.serving.gpu is None:
         return _from_inventory(d, sizer)
-    tried = sizer.attempt(gpu_from_spec(spec.serving.gpu), budget_from_serving(spec.serving))
+    budget = budget_from_serving(spec.serving, default_image)
+    tried = sizer.attempt(gpu_from_spec(spec.serving.gpu), budget)
     if tried.checked is not None and tried.checked.verdict == "unsupported":
         d.set(VALIDATED, False, Reason.UNSUPPORTED, tried.why)
         return None
@@ -95,7 +106,7 @@ def _from_inventory(d: Decision, sizer: _Sizer) -> Placement | None:
     skipped: list[str] = []
     for pool in inventory:
         budget = replace(
-            budget_from_serving(serving),
+            budget_from_serving(serving, sizer.default_image),
             gpus_per_node=min(serving.gpus_per_node, pool.gpus_per_node),
             max_nodes=min(serving.max_nodes, pool.nodes),
         )
@@ -139,13 +150,8 @@ def set_validated(d: Decision, checked: Validation | None) -> None:
 
 
 def weight_format(artifact: ArtifactStatus) -> WeightFormat:
-    """How the artifact stores its weights, as the planner sizes them."""
-    bits = artifact.bits or 16
-    return WeightFormat(
-        bits=bits,
-        group_size=artifact.group_size if bits < 8 or (artifact.group_size or 0) > 0 else None,
-        symmetric=artifact.symmetric if artifact.symmetric is not None else True,
-    )
+    """How the artifact stores its weights, as the planner sizes them (layout included)."""
+    return weight_format_of(checkpoint_from_artifact(artifact))
 
 
 def weights_of(artifact: ArtifactStatus) -> WeightBreakdown:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Literal, get_args
 
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus
@@ -12,6 +12,12 @@ from quantwise.quantization.config import ActOrder, CheckpointQuantization, Sche
 from quantwise.quantization.validate import validate
 from quantwise.reconcile.state import Validation, Validator
 from quantwise.vllm import version_of
+
+# How each scheme stores a weight (the rest are floating point: 16 bits, FP8).
+_WEIGHT_TYPES: dict[str, Literal["int", "nf4", "fp4"]] = {
+    "awq": "int", "gptq": "int", "wna16": "int", "w8a8-int8": "int", "w4a8": "int",
+    "bnb-8bit": "int", "bnb-4bit": "nf4", "nvfp4": "fp4",
+}  # fmt: skip
 
 
 def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization:
@@ -25,6 +31,7 @@ def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization
         scheme=scheme,
         quant_method=artifact.method or "none",
         weight_bits=bits,
+        weight_type=_WEIGHT_TYPES.get(scheme, "float"),
         activation_bits=artifact.activation_bits or 16,
         group_size=artifact.group_size,
         symmetric=artifact.symmetric if artifact.symmetric is not None else True,
