@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -28,3 +29,23 @@ def test_ruff() -> None:
 def test_mypy_strict() -> None:
     result = run(sys.executable, "-m", "mypy", "--strict", "operator/quantwise")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format() -> None:
+    ruff = shutil.which("ruff") or f"{Path(sys.executable).parent}/ruff"
+    paths = [p for p in ("operator", "tests", "benchmarks") if (ROOT / p).is_dir()]
+    result = run(ruff, "format", "--check", *paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_layers_hold() -> None:
+    """import-linter's contracts (pyproject.toml [tool.importlinter]): the layers import only
+    downwards, the pure layers use neither Kopf nor the Kubernetes client, nothing imports the
+    handlers or the CLI."""
+    lint = shutil.which("lint-imports") or f"{Path(sys.executable).parent}/lint-imports"
+    result = subprocess.run(
+        [lint], cwd=ROOT, capture_output=True, text=True, check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "operator")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 kept, 0 broken" in result.stdout

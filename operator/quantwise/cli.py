@@ -19,21 +19,29 @@ from pydantic import ValidationError
 
 from quantwise import API_GROUP, KIND, __version__
 from quantwise.api.crd import crd_files
+from quantwise.api.docs import DOCS_PATH, render_api_docs
 from quantwise.api.sizing import (
     expected_weights,
     gpu_from_spec,
     plan_spec,
     weight_format_for,
 )
-from quantwise.api.spec import METHODS, QuantizedModelSpec
+from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
+from quantwise.jobs.quantize import (
+    QuantizeArgs,
+    configure_logging,
+    inspect_checkpoint,
+    quantize_model,
+    run_job,
+)
 from quantwise.planning.architecture import (
     Architecture,
     ArchitectureError,
     architecture_from_config,
 )
 from quantwise.planning.gpus import GIB, GPU, GPU_NAMES, UnknownGPUError, lookup_gpu
-from quantwise.planning.kvcache import KV_CACHE_DTYPES
+from quantwise.planning.kvcache import KV_CACHE_DTYPES, kv_cache_dtype_unavailable
 from quantwise.planning.planner import Plan, PlanError, TPFilter
 from quantwise.planning.weights import (
     WeightBreakdown,
@@ -41,7 +49,23 @@ from quantwise.planning.weights import (
     measure_weights,
     safetensors_files,
 )
+from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
+from quantwise.quantization.methods import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_CALIBRATION_SEQUENCE_LENGTH,
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_IGNORE,
+    METHODS,
+    QUANTIZING,
+    default_split,
+)
+from quantwise.quantization.recipe import QuantizeRequest
+from quantwise.quantization.validate import validate
+from quantwise.rbac import chart_rules
+from quantwise.reconcile.validation import produced_checkpoint
+from quantwise.render.job import TERMINATION_LOG
 from quantwise.render.serving import serving_objects
+from quantwise.settings import Settings
 from quantwise.vllm import DEFAULT_IMAGE, DEFAULT_VERSION, format_version, version_of
 
 DEFAULT_NAME = "model"
@@ -305,9 +329,6 @@ def _kernel_tp_filter(
     spec: QuantizedModelSpec, arch: Architecture, config: dict[str, Any], gpu: GPU | None
 ) -> TPFilter | None:
     """Skip TP sizes the checkpoint's kernel (Marlin) cannot run at."""
-    from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
-    from quantwise.quantization.validate import validate
-    from quantwise.reconcile.validation import produced_checkpoint
 
     try:
         quant = produced_checkpoint(spec) or parse_quantization_config(
@@ -327,14 +348,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
     doc = _load_manifest(Path(args.file)) if args.file else _skeleton()
     doc = _apply_overrides(doc, args)
     spec = _parse_spec(doc)
-    from quantwise.planning.kvcache import kv_cache_dtype_unavailable
 
     version = version_of(spec.serving.image or DEFAULT_IMAGE, spec.serving.vllm_version)
     if reason := kv_cache_dtype_unavailable(spec.serving.kv_cache_dtype, version):
         print(f"quantwise plan: {reason}", file=sys.stderr)
         return 1
     arch, config, measured, origin = _model_inputs(spec, args)
-    from quantwise.quantization.config import QuantizationConfigError
 
     try:
         fmt = weight_format_for(spec.quantization, config.get("quantization_config"))
@@ -401,7 +420,6 @@ RBAC_HEADER = (
 
 def chart_files() -> dict[str, str]:
     """The chart's generated files, by path relative to the chart: CRDs and RBAC rules."""
-    from quantwise.rbac import chart_rules
 
     rules = RBAC_HEADER + yaml.safe_dump(chart_rules(), sort_keys=False, width=100)
     return {
@@ -431,7 +449,6 @@ def cmd_chart_files(args: argparse.Namespace) -> int:
 
 
 def cmd_api_docs(args: argparse.Namespace) -> int:
-    from quantwise.api.docs import DOCS_PATH, render_api_docs
 
     text = render_api_docs()
     target = Path(args.output or DOCS_PATH)
@@ -450,7 +467,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
     import quantwise.handlers  # Registers the handlers with Kopf.
-    from quantwise.settings import Settings
 
     del quantwise.handlers
     if not args.all_namespaces and not args.namespace:
@@ -506,8 +522,6 @@ def _quantization_input(
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from quantwise.quantization.config import QuantizationConfigError, parse_quantization_config
-    from quantwise.quantization.validate import validate
 
     path = Path(args.path)
     gguf_files = sorted(path.glob("*.gguf")) if path.is_dir() else [path] * (path.suffix == ".gguf")
@@ -553,32 +567,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from quantwise.api.spec import DEFAULT_BITS, DEFAULT_GROUP_SIZE, GROUPED_METHODS
-    from quantwise.jobs.quantize import (
-        QuantizeArgs,
-        configure_logging,
-        quantize_model,
-        run_job,
-    )
-    from quantwise.jobs.recipe import QuantizeRequest
 
     configure_logging()
-    method = args.method
+    facts = METHODS[args.method]
     group = args.group_size
-    if group is None and method in GROUPED_METHODS:
+    if group is None and facts.grouped:
         group = DEFAULT_GROUP_SIZE
-    symmetric = args.symmetric if args.symmetric is not None else method != "awq"
+    default_symmetric = facts.symmetric is not False
     dataset = args.calibration
-    split = args.split or ("train_sft" if (dataset or "").endswith("ultrachat_200k") else "train")
     request = QuantizeRequest(
-        method=method,
-        bits=args.bits or DEFAULT_BITS[method],
+        method=args.method,
+        bits=args.bits or facts.bits[0],
         group_size=group,
-        symmetric=symmetric,
+        symmetric=args.symmetric if args.symmetric is not None else default_symmetric,
         kv_cache_fp8=args.kv_cache_dtype == "fp8",
-        ignore=tuple(args.ignore) if args.ignore else ("lm_head",),
+        ignore=tuple(args.ignore) if args.ignore else DEFAULT_IGNORE,
         calibrated=dataset is not None,
     )
+    split = args.split or default_split(dataset)
     job = QuantizeArgs(
         model=args.model,
         revision=args.revision,
@@ -594,7 +600,6 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from quantwise.jobs.quantize import configure_logging, inspect_checkpoint, run_job
 
     configure_logging()
     return run_job(
@@ -611,35 +616,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"quantwise {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _offline_commands(sub)
+    _run_command(sub)
+    _job_commands(sub)
+    _generating_commands(sub)
+    return parser
 
-    def plan_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("file", nargs="?", help="a QuantizedModel manifest (YAML)")
-        src = p.add_mutually_exclusive_group()
-        src.add_argument("--model-dir", help="model directory: config.json and safetensors")
-        src.add_argument("--config", help="a Hugging Face config.json")
-        p.add_argument("--models-dir", help="folder of ORG--NAME/config.json to look models up in")
-        p.add_argument("--gpu", help=f"GPU to plan for: {', '.join(GPU_NAMES)}")
-        p.add_argument("--method", choices=METHODS)
-        p.add_argument("--bits", type=int)
-        p.add_argument("--group-size", type=int)
-        p.add_argument("--max-model-len", type=int)
-        p.add_argument("--concurrency", type=int)
-        p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES)
-        p.add_argument("--max-gpu-memory-utilization", type=float)
-        p.add_argument("--gpus-per-node", type=int)
-        p.add_argument("--max-nodes", type=int)
-        p.add_argument(
-            "--vllm-version",
-            help=f"vLLM version to check kernels for (default: {format_version(DEFAULT_VERSION)})",
-        )
 
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", help="a QuantizedModel manifest (YAML)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--model-dir", help="model directory: config.json and safetensors")
+    src.add_argument("--config", help="a Hugging Face config.json")
+    p.add_argument("--models-dir", help="folder of ORG--NAME/config.json to look models up in")
+    p.add_argument("--gpu", help=f"GPU to plan for: {', '.join(GPU_NAMES)}")
+    p.add_argument("--method", choices=list(METHODS))
+    p.add_argument("--bits", type=int)
+    p.add_argument("--group-size", type=int)
+    p.add_argument("--max-model-len", type=int)
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--kv-cache-dtype", choices=KV_CACHE_DTYPES)
+    p.add_argument("--max-gpu-memory-utilization", type=float)
+    p.add_argument("--gpus-per-node", type=int)
+    p.add_argument("--max-nodes", type=int)
+    p.add_argument(
+        "--vllm-version",
+        help=f"vLLM version to check kernels for (default: {format_version(DEFAULT_VERSION)})",
+    )
+
+
+Commands = Any  # argparse's subparsers action (a private type)
+
+
+def _offline_commands(sub: Commands) -> None:
     p_plan = sub.add_parser("plan", help="size the serving deployment of a model, offline")
-    plan_args(p_plan)
+    _plan_args(p_plan)
     p_plan.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
     p_plan.set_defaults(func=cmd_plan)
 
     p_render = sub.add_parser("render", help="print the manifests `plan` would apply")
-    plan_args(p_render)
+    _plan_args(p_render)
     p_render.set_defaults(func=cmd_plan, output="yaml")
 
     p_validate = sub.add_parser("validate", help="will vLLM load this checkpoint, and fast?")
@@ -653,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_validate.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p_validate.set_defaults(func=cmd_validate)
 
+
+def _run_command(sub: Commands) -> None:
     p_run = sub.add_parser("run", help="run the operator (Kopf) against the current cluster")
     scope = p_run.add_mutually_exclusive_group()
     scope.add_argument(
@@ -683,7 +701,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_run.set_defaults(func=cmd_run)
 
-    job_methods = [m for m in METHODS if m != "none"]
+
+def _job_commands(sub: Commands) -> None:
+
+    job_methods = list(QUANTIZING)
     p_quantize = sub.add_parser(
         "quantize", help="quantize a model with llm-compressor (the quantization Job's program)"
     )
@@ -701,15 +722,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_quantize.add_argument(
         "--split", help="dataset split (default train, train_sft for ultrachat)"
     )
-    p_quantize.add_argument("--samples", type=int, default=256, help="calibration samples")
-    p_quantize.add_argument("--sequence-length", type=int, default=512, help="tokens per sample")
+    p_quantize.add_argument(
+        "--samples", type=int, default=DEFAULT_CALIBRATION_SAMPLES, help="calibration samples"
+    )
+    p_quantize.add_argument(
+        "--sequence-length",
+        type=int,
+        default=DEFAULT_CALIBRATION_SEQUENCE_LENGTH,
+        help="tokens per sample",
+    )
     p_quantize.add_argument("--seed", type=int, default=0, help="seed of sample selection")
     p_quantize.add_argument("--kv-cache-dtype", choices=("auto", "fp8"), default="auto")
     p_quantize.add_argument(
         "--ignore", action="append", help="module left unquantized (repeatable; default lm_head)"
     )
     p_quantize.add_argument("--output", required=True, help="artifact directory to create")
-    p_quantize.add_argument("--report-path", default="/dev/termination-log")
+    p_quantize.add_argument("--report-path", default=TERMINATION_LOG)
     p_quantize.set_defaults(func=cmd_quantize)
 
     p_inspect = sub.add_parser(
@@ -717,9 +745,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_inspect.add_argument("--model", required=True, help="Hugging Face repo or a directory")
     p_inspect.add_argument("--revision", default="main")
-    p_inspect.add_argument("--report-path", default="/dev/termination-log")
+    p_inspect.add_argument("--report-path", default=TERMINATION_LOG)
     p_inspect.set_defaults(func=cmd_inspect)
 
+
+def _generating_commands(sub: Commands) -> None:
     p_chart = sub.add_parser(
         "chart-files", help="write the Helm chart's generated files (CRDs, RBAC rules)"
     )
@@ -739,7 +769,6 @@ def build_parser() -> argparse.ArgumentParser:
     p_crd.add_argument("--check", action="store_true", help="fail if the file is stale")
     p_crd.add_argument("--stdout", action="store_true")
     p_crd.set_defaults(func=cmd_crd)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

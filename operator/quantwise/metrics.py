@@ -32,12 +32,14 @@ from prometheus_client import (
     start_http_server,
 )
 
+from quantwise.api.status import Phase
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
-PHASES = ("Pending", "Quantizing", "Validating", "Deploying", "Ready", "Failed")
+PHASES: tuple[str, ...] = tuple(Phase)
 MODELS = Gauge("quantwise_models", "QuantizedModels by phase.", ["phase"], registry=REGISTRY)
 RECONCILE_SECONDS = Histogram(
     "quantwise_reconcile_duration_seconds",

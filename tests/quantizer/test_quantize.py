@@ -458,3 +458,33 @@ def test_console_script_prints_the_report(tiny_llama: Path, tmp_path: Path) -> N
     assert "quantwise.jobs: published" in done.stderr
     report = parse_report(report_path.read_text())
     assert isinstance(report, QuantizeReport)
+
+
+# What each of the conftest's runs asked quantwise quantize for.
+REQUESTS = {
+    "awq": dict(method="awq", bits=4, group_size=32, symmetric=False),
+    "gptq": dict(method="gptq", bits=4, group_size=64, symmetric=True),
+    "gptq-w8": dict(method="gptq", bits=8, group_size=-1, symmetric=True),
+    "fp8-dynamic": dict(method="fp8-dynamic", bits=8, calibrated=False),
+    "w8a8-int8": dict(method="w8a8-int8", bits=8),
+    "fp8-kv": dict(method="fp8", bits=8, kv_cache_fp8=True),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(REQUESTS))
+def test_the_recipe_declares_the_checkpoint_llm_compressor_writes(
+    artifacts: dict[str, tuple[Path, str, QuantizeReport]], name: str
+) -> None:
+    """The kernel check before a Job reads the checkpoint off the recipe (checkpoint_of); it
+    must be the quantization_config llm-compressor really writes for that recipe."""
+    from quantwise.quantization.config import parse_quantization_config
+    from quantwise.quantization.recipe import QuantizeRequest, checkpoint_of, recipe_for
+
+    directory, _, _ = artifacts[name]
+    written = parse_quantization_config(
+        json.loads((directory / "config.json").read_text())["quantization_config"]
+    )
+    declared = checkpoint_of(recipe_for(QuantizeRequest(**REQUESTS[name])))  # type: ignore[arg-type]
+    fields = ("scheme", "weight_bits", "weight_type", "activation_bits", "group_size",
+              "symmetric", "format", "kv_cache_scheme")  # fmt: skip
+    assert {f: getattr(declared, f) for f in fields} == {f: getattr(written, f) for f in fields}

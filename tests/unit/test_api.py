@@ -172,3 +172,12 @@ def test_effective_defaults_per_method() -> None:
         with_("spec.quantization", {"method": "none"})["spec"]
     ).quantization
     assert none.effective_bits is None
+
+
+def test_the_api_offers_exactly_the_methods_of_the_table() -> None:
+    from typing import get_args
+
+    from quantwise.api.spec import Method
+    from quantwise.quantization.methods import METHODS
+
+    assert list(get_args(Method)) == list(METHODS)

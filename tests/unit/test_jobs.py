@@ -18,8 +18,8 @@ from quantwise.api.report import MAX_REPORT_BYTES, QuantizeReport, dump_report, 
 from quantwise.jobs import artifact
 from quantwise.jobs.checkpoint import LocalCheckpoint, describe, index_digest
 from quantwise.jobs.errors import JobError, classify
-from quantwise.jobs.recipe import QuantizeRequest, RecipeError, recipe_for
 from quantwise.planning.weights import TensorInfo
+from quantwise.quantization.recipe import QuantizeRequest, RecipeError, recipe_for
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "quantization"
 

@@ -11,6 +11,7 @@ that both agree.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -18,29 +19,23 @@ from pydantic import AfterValidator, Field, model_validator
 from quantwise.api.base import ApiModel, cel, cel_rules, with_cel_rules
 from quantwise.planning.gpus import GPU_NAMES
 from quantwise.planning.kvcache import KVCacheDtype
+from quantwise.quantization.methods import (
+    DEFAULT_CALIBRATION_DATASET,
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_CALIBRATION_SEQUENCE_LENGTH,
+    DEFAULT_GROUP_SIZE,
+    DEFAULT_IGNORE,
+    NONE,
+)
+from quantwise.quantization.methods import METHODS as TABLE
+from quantwise.quantization.recipe import QuantizeRequest
 from quantwise.vllm import SHORT_ALIASES, Flag, planned_flag, planned_flag_pattern
 
 Method = Literal["awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none"]
-
-METHODS: tuple[str, ...] = ("awq", "gptq", "w8a8-int8", "fp8", "fp8-dynamic", "none")
-
-# Weight bits each method can produce with llm-compressor (its preset schemes W4A16, W8A16,
-# W8A8, FP8, FP8_DYNAMIC). ``none`` validates an existing checkpoint, whatever it holds.
-METHOD_BITS: dict[str, tuple[int, ...]] = {
-    "awq": (4,),
-    "gptq": (4, 8),
-    "w8a8-int8": (8,),
-    "fp8": (8,),
-    "fp8-dynamic": (8,),
-    "none": (2, 3, 4, 8, 16),
-}
-DEFAULT_BITS: dict[str, int] = {"awq": 4, "gptq": 4, "w8a8-int8": 8, "fp8": 8, "fp8-dynamic": 8}
-GROUPED_METHODS: tuple[str, ...] = ("awq", "gptq")
-DEFAULT_GROUP_SIZE = 128
-# Group sizes vLLM's Marlin kernels accept (vllm/model_executor/layers/quantization/utils/
-# marlin_utils.py, MARLIN_SUPPORTED_GROUP_SIZES); -1 means one group per output channel.
-GROUP_SIZES: tuple[int, ...] = (-1, 32, 64, 128)
-CALIBRATED_METHODS: tuple[str, ...] = ("awq", "gptq", "w8a8-int8", "fp8")
+"""The names of quantwise.quantization.methods.METHODS (a test holds the two equal)."""
+METHODS: tuple[str, ...] = tuple(TABLE)
+GROUPED_METHODS: tuple[str, ...] = tuple(m for m, f in TABLE.items() if f.grouped)
+SYMMETRY_METHODS: tuple[str, ...] = tuple(m for m, f in TABLE.items() if f.symmetric is not None)
 
 # Kubernetes names: the model's Service is named after it, so it must be a DNS-1035 label, and
 # the quantization Job "<name>-quantize-<hash8>" must stay within 63 characters.
@@ -140,10 +135,10 @@ class Source(ApiModel):
 
 
 class Calibration(ApiModel):
-    """Calibration data for methods that need it (awq, gptq, w8a8-int8, fp8)."""
+    """Calibration data for the methods that need it (all but fp8-dynamic and none)."""
 
     dataset: str = Field(
-        default="HuggingFaceH4/ultrachat_200k",
+        default=DEFAULT_CALIBRATION_DATASET,
         max_length=200,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$",
         description="A Hugging Face dataset id. Ignored when pvc is set.",
@@ -160,20 +155,27 @@ class Calibration(ApiModel):
         description='A JSONL (one {"text": ...} or {"messages": [...]} per line) or plain '
         "text file on a PersistentVolumeClaim, for clusters without internet access.",
     )
-    samples: int = Field(default=256, ge=1, le=65536, description="Number of calibration samples.")
-    sequence_length: int = Field(
-        default=512, ge=16, le=32768, description="Tokens per calibration sample."
+    samples: int = Field(
+        default=DEFAULT_CALIBRATION_SAMPLES, ge=1, le=65536, description="Calibration samples."
     )
+    sequence_length: int = Field(
+        default=DEFAULT_CALIBRATION_SEQUENCE_LENGTH,
+        ge=16,
+        le=32768,
+        description="Tokens per calibration sample.",
+    )
+
+
+def _names(methods: Iterable[str]) -> str:
+    return ", ".join(f"'{m}'" for m in methods)
 
 
 def _bits_rule() -> dict[str, str]:
     clauses = " || ".join(
-        f"(self.method == '{m}' && self.bits in [{', '.join(str(b) for b in bits)}])"
-        for m, bits in METHOD_BITS.items()
+        f"(self.method == '{m}' && self.bits in [{', '.join(str(b) for b in f.bits)}])"
+        for m, f in TABLE.items()
     )
-    allowed = "; ".join(
-        f"{m}: {', '.join(str(b) for b in bits)}" for m, bits in METHOD_BITS.items()
-    )
+    allowed = "; ".join(f"{m}: {', '.join(str(b) for b in f.bits)}" for m, f in TABLE.items())
     return cel(
         f"!has(self.bits) || {clauses}",
         f"spec.quantization.bits is not allowed for this method (allowed: {allowed})",
@@ -187,14 +189,14 @@ class Quantization(ApiModel):
     model_config = with_cel_rules(
         _bits_rule(),
         cel(
-            "!has(self.groupSize) || self.method in ['awq', 'gptq', 'none']",
-            "spec.quantization.groupSize applies only to awq, gptq and none; "
+            f"!has(self.groupSize) || self.method in [{_names(GROUPED_METHODS)}]",
+            f"spec.quantization.groupSize applies only to {', '.join(GROUPED_METHODS)}; "
             "w8a8-int8 and fp8 quantize per channel or per tensor",
             ".groupSize",
         ),
         cel(
-            "!has(self.symmetric) || self.method in ['awq', 'gptq', 'w8a8-int8', 'none']",
-            "spec.quantization.symmetric applies only to awq, gptq and w8a8-int8; "
+            f"!has(self.symmetric) || self.method in [{_names(SYMMETRY_METHODS)}]",
+            f"spec.quantization.symmetric applies only to {', '.join(SYMMETRY_METHODS)}; "
             "fp8 is always symmetric",
             ".symmetric",
         ),
@@ -227,25 +229,26 @@ class Quantization(ApiModel):
         description="Calibration data (ignored by fp8-dynamic and none).",
     )
     ignore: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
-        default_factory=lambda: ["lm_head"],
+        default_factory=lambda: list(DEFAULT_IGNORE),
         max_length=256,
         description="Modules left unquantized: names or 're:' regular expressions.",
     )
 
     @model_validator(mode="after")
     def _cross_field(self) -> Quantization:
-        if self.bits is not None and self.bits not in METHOD_BITS[self.method]:
-            allowed = ", ".join(str(b) for b in METHOD_BITS[self.method])
+        facts = TABLE[self.method]
+        if self.bits is not None and self.bits not in facts.bits:
+            allowed = ", ".join(str(b) for b in facts.bits)
             raise ValueError(
                 f"spec.quantization.bits {self.bits} is not allowed for method {self.method} "
                 f"(allowed: {allowed})"
             )
-        if self.group_size is not None and self.method not in (*GROUPED_METHODS, "none"):
+        if self.group_size is not None and not facts.grouped:
             raise ValueError(
-                f"spec.quantization.groupSize applies only to awq, gptq and none, not "
+                f"spec.quantization.groupSize applies only to {', '.join(GROUPED_METHODS)}, not "
                 f"{self.method}: remove it"
             )
-        if self.symmetric is not None and self.method in ("fp8", "fp8-dynamic"):
+        if self.symmetric is not None and facts.symmetric is None:
             raise ValueError(
                 f"spec.quantization.symmetric does not apply to {self.method}: remove it"
             )
@@ -254,21 +257,36 @@ class Quantization(ApiModel):
     @property
     def effective_bits(self) -> int | None:
         """Weight bits after defaults; None for method none without bits."""
-        return self.bits if self.bits is not None else DEFAULT_BITS.get(self.method)
+        if self.bits is not None or self.method == NONE:
+            return self.bits
+        return TABLE[self.method].bits[0]
 
     @property
     def effective_group_size(self) -> int | None:
         """Group size after defaults; None where the method does not group."""
         if self.group_size is not None:
             return self.group_size
-        return DEFAULT_GROUP_SIZE if self.method in GROUPED_METHODS else None
+        grouped = TABLE[self.method].grouped and self.method != NONE
+        return DEFAULT_GROUP_SIZE if grouped else None
 
     @property
     def effective_symmetric(self) -> bool:
         """Symmetry after defaults (AWQ defaults to asymmetric, as AutoAWQ does)."""
         if self.symmetric is not None:
             return self.symmetric
-        return self.method != "awq"
+        return TABLE[self.method].symmetric is not False
+
+    def request(self, kv_cache_fp8: bool) -> QuantizeRequest:
+        """What the quantization Job is asked to produce (``quantwise quantize``'s flags)."""
+        return QuantizeRequest(
+            method=self.method,
+            bits=self.effective_bits or 16,
+            group_size=self.effective_group_size,
+            symmetric=self.effective_symmetric,
+            kv_cache_fp8=kv_cache_fp8,
+            ignore=tuple(self.ignore),
+            calibrated=TABLE[self.method].calibrated,
+        )
 
 
 class Storage(ApiModel):

@@ -43,6 +43,7 @@ from quantwise.reconcile.state import (
 )
 from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import FIELD_MANAGER, LABEL_ROLE, job_name
+from quantwise.render.serving import LEADER_CONTAINER, VLLM_CONTAINER
 from quantwise.vllm import DEFAULT_IMAGE
 
 log = logging.getLogger("quantwise.worker")
@@ -110,7 +111,7 @@ def read_vllm_log(
         uid = str(meta.get("uid") or meta.get("name"))
         if not rt.log_due(uid):
             continue
-        container = "vllm-leader" if leaders else "vllm"
+        container = LEADER_CONTAINER if leaders else VLLM_CONTAINER
         try:
             text = rt.kube.pod_log(namespace, meta["name"], container, LOG_LIMIT_BYTES)
         except LogUnavailableError as exc:

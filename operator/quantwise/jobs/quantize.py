@@ -2,8 +2,8 @@
 
 ``quantize`` loads the base model (a Hugging Face repository, with ``HF_TOKEN`` from the
 environment, or a mounted path), runs llm-compressor's ``oneshot`` with the recipe of
-quantwise.jobs.recipe on calibration data from quantwise.jobs.calibration, saves the compressed
-checkpoint and the tokenizer into a staging directory and publishes it atomically
+quantwise.quantization.recipe on calibration data from quantwise.jobs.calibration, saves the
+compressed checkpoint and the tokenizer into a staging directory and publishes it atomically
 (quantwise.jobs.artifact). ``inspect`` describes an existing checkpoint. Both end with one
 report, written to the termination message path and printed to stdout; a failure is a
 QuantizeError with a reason, and exit status 3 when retrying cannot help (the Job's pod failure
@@ -33,7 +33,8 @@ from quantwise.jobs.checkpoint import (
     hub_api,
 )
 from quantwise.jobs.errors import JobError, classify
-from quantwise.jobs.recipe import QuantizeRequest, RecipeError, build_modifiers, recipe_for
+from quantwise.quantization.methods import METHODS
+from quantwise.quantization.recipe import Modifier, QuantizeRequest, RecipeError, recipe_for
 
 log = logging.getLogger("quantwise.jobs")
 
@@ -42,7 +43,6 @@ EXIT_RETRY = 1
 # Same value as quantwise.render.job.EXIT_PERMANENT (the pod failure policy's exit code); the
 # jobs package does not import the renderer.
 EXIT_PERMANENT = 3
-DEFAULT_REPORT_PATH = "/dev/termination-log"
 
 
 @dataclass
@@ -203,7 +203,7 @@ class QuantizeArgs:
             "method": r.method,
             "bits": r.bits,
             "groupSize": r.group_size,
-            "symmetric": r.symmetric if r.method not in ("fp8", "fp8-dynamic") else None,
+            "symmetric": r.symmetric if METHODS[r.method].symmetric is not None else None,
             "kvCacheDtype": "fp8" if r.kv_cache_fp8 else "auto",
             "ignore": list(r.ignore),
             "calibration": self.calibration if calibrated else None,
@@ -233,69 +233,9 @@ def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
     if existing is not None:
         log.info("%s is complete (made from the same inputs): nothing to do", args.output)
         return existing.model_copy(update={"reused": True})
-    token = os.environ.get("HF_TOKEN") or None
-    if is_local(args.model):
-        if not (Path(args.model) / "config.json").is_file():
-            raise JobError(
-                "ModelNotFound",
-                f"{args.model} holds no config.json: check spec.source.pvc.path",
-            )
-    else:
-        stage.name = "checking access to the model"
-        _check_hub_access(args.model)
-
-    random.seed(args.seed)
-    import torch
-
-    torch.manual_seed(args.seed)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    hub = {} if is_local(args.model) else {"revision": args.revision, "token": token}
-    stage.name = "loading the tokenizer"
-    tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
-    stage.name = "loading the model"
-    log.info("loading %s", args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", **hub)
-    log.info("loaded %s (%s, %d parameters)", args.model, model.dtype, model.num_parameters())
-
-    dataset = None
-    if args.request.needs_calibration:
-        from quantwise.jobs.calibration import load_calibration
-
-        stage.name = "loading calibration data"
-        assert args.calibration is not None
-        dataset = load_calibration(
-            args.calibration,
-            tokenizer,
-            args.samples,
-            args.sequence_length,
-            split=args.split,
-            seed=args.seed,
-        )
-    elif args.request.kv_cache_fp8:
-        log.warning(
-            "fp8-dynamic without calibration data: no KV-cache scales are written; vLLM uses "
-            "scale 1.0 for --kv-cache-dtype fp8"
-        )
-
-    _allow_cpu_only()
-    from llmcompressor import oneshot
-
-    stage.name = "quantizing"
-    log.info("quantizing: %s", ", ".join(m.kind for m in modifiers))
-    hooks = _progress_hooks(model, len(dataset)) if dataset is not None else []
-    calibration: dict[str, Any] = {}
-    if dataset is not None:
-        calibration = {
-            "dataset": dataset,
-            "num_calibration_samples": len(dataset),
-            "max_seq_length": args.sequence_length,
-            "shuffle_calibration_samples": False,
-        }
-    oneshot(model=model, recipe=build_modifiers(modifiers), **calibration)
-    for handle in hooks:
-        handle.remove()
-
+    model, tokenizer = _load(args, stage)
+    dataset = _calibration_data(args, tokenizer, stage)
+    _quantize(model, modifiers, dataset, args.sequence_length, stage)
     stage.name = "saving the checkpoint"
     with artifact.staging(args.output) as staged:
         model.save_pretrained(str(staged), save_compressed=True)
@@ -316,3 +256,111 @@ def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
         __version__,
     )
     return report
+
+
+def _load(args: QuantizeArgs, stage: Stage) -> tuple[Any, Any]:
+    """The base model and its tokenizer, from a directory or the Hugging Face Hub."""
+    if is_local(args.model):
+        if not (Path(args.model) / "config.json").is_file():
+            raise JobError(
+                "ModelNotFound",
+                f"{args.model} holds no config.json: check spec.source.pvc.path",
+            )
+    else:
+        stage.name = "checking access to the model"
+        _check_hub_access(args.model)
+    random.seed(args.seed)
+    import torch
+
+    torch.manual_seed(args.seed)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    token = os.environ.get("HF_TOKEN") or None
+    hub = {} if is_local(args.model) else {"revision": args.revision, "token": token}
+    stage.name = "loading the tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
+    stage.name = "loading the model"
+    log.info("loading %s", args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", **hub)
+    log.info("loaded %s (%s, %d parameters)", args.model, model.dtype, model.num_parameters())
+    return model, tokenizer
+
+
+def _calibration_data(args: QuantizeArgs, tokenizer: Any, stage: Stage) -> Any | None:
+    """The tokenized calibration samples (None when the recipe needs none)."""
+    if not args.request.needs_calibration:
+        if args.request.kv_cache_fp8:
+            log.warning(
+                "fp8-dynamic without calibration data: no KV-cache scales are written; vLLM "
+                "uses scale 1.0 for --kv-cache-dtype fp8"
+            )
+        return None
+    from quantwise.jobs.calibration import load_calibration
+
+    stage.name = "loading calibration data"
+    assert args.calibration is not None
+    return load_calibration(
+        args.calibration,
+        tokenizer,
+        args.samples,
+        args.sequence_length,
+        split=args.split,
+        seed=args.seed,
+    )
+
+
+def _quantize(
+    model: Any, modifiers: list[Modifier], dataset: Any | None, sequence_length: int, stage: Stage
+) -> None:
+    """Run llm-compressor's oneshot on ``model`` in place, logging each calibrated layer."""
+    _allow_cpu_only()
+    from llmcompressor import oneshot
+
+    stage.name = "quantizing"
+    log.info("quantizing: %s", ", ".join(m.kind for m in modifiers))
+    hooks = _progress_hooks(model, len(dataset)) if dataset is not None else []
+    calibration: dict[str, Any] = {}
+    if dataset is not None:
+        calibration = {
+            "dataset": dataset,
+            "num_calibration_samples": len(dataset),
+            "max_seq_length": sequence_length,
+            "shuffle_calibration_samples": False,
+        }
+    oneshot(model=model, recipe=build_modifiers(modifiers), **calibration)
+    for handle in hooks:
+        handle.remove()
+
+
+def build_modifiers(modifiers: list[Modifier]) -> list[Any]:
+    """Instantiate the modifiers with llm-compressor (imported here: the Job image has it)."""
+    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
+    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
+    from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
+
+    classes: dict[str, Any] = {
+        "AWQModifier": AWQModifier,
+        "GPTQModifier": GPTQModifier,
+        "QuantizationModifier": QuantizationModifier,
+        "SmoothQuantModifier": SmoothQuantModifier,
+    }
+    built: list[Any] = []
+    for modifier in modifiers:
+        kwargs = dict(modifier.kwargs)
+        if "config_groups" in kwargs:
+            kwargs["config_groups"] = {
+                name: QuantizationScheme(
+                    targets=group["targets"],
+                    weights=QuantizationArgs(**group["weights"]),
+                    input_activations=(
+                        QuantizationArgs(**group["input_activations"])
+                        if "input_activations" in group
+                        else None
+                    ),
+                )
+                for name, group in kwargs["config_groups"].items()
+            }
+        if "kv_cache_scheme" in kwargs:
+            kwargs["kv_cache_scheme"] = QuantizationArgs(**kwargs["kv_cache_scheme"])
+        built.append(classes[modifier.kind](**kwargs))
+    return built

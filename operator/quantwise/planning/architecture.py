@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -312,72 +313,9 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
             f"config.json num_attention_heads {num_heads} is not a multiple of "
             f"num_key_value_heads {num_kv}"
         )
-
-    kv_lora_rank = _opt_int(cfg, ("kv_lora_rank",))
-    qk_rope = _opt_int(cfg, ("qk_rope_head_dim",))
-    if kv_lora_rank is not None and qk_rope is None:
-        raise ArchitectureError(
-            "config.json has kv_lora_rank (multi-head latent attention) but no qk_rope_head_dim"
-        )
-    explicit_head_dim = _opt_int(cfg, ("head_dim", "kv_channels"))
-    if kv_lora_rank is not None and qk_rope is not None:
-        # vLLM get_head_size for MLA: the latent plus the RoPE part, one "head" per token.
-        head_dim = kv_lora_rank + qk_rope
-    elif explicit_head_dim is not None:
-        head_dim = explicit_head_dim
-    else:
-        if hidden % num_heads:
-            raise ArchitectureError(
-                f"config.json has no head_dim and hidden_size {hidden} is not a multiple of "
-                f"num_attention_heads {num_heads}"
-            )
-        head_dim = hidden // num_heads
-
-    intermediate = _opt_int(cfg, ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"))
-    if intermediate is None:
-        if model_type in _NON_GATED_MLP:
-            intermediate = 4 * hidden  # GPT-2 / Falcon convention: 4 x hidden.
-        else:
-            raise ArchitectureError(
-                "config.json has no intermediate_size (nor ffn_hidden_size, n_inner): cannot "
-                "size the MLP"
-            )
-
-    num_experts = _opt_int(cfg, ("n_routed_experts", "num_local_experts", "num_experts"))
-    num_experts = num_experts if num_experts and num_experts > 1 else None
-    moe_inter: int | None = None
-    shared_inter: int | None = None
-    dense_layers = 0
-    experts_per_tok: int | None = None
-    if num_experts:
-        experts_per_tok = _opt_int(cfg, ("num_experts_per_tok", "moe_topk", "top_k"))
-        if experts_per_tok is None:
-            raise ArchitectureError(
-                "config.json describes a mixture of experts but has no num_experts_per_tok"
-            )
-        moe_inter = _opt_int(cfg, ("moe_intermediate_size", "expert_intermediate_size"))
-        moe_inter = moe_inter or intermediate  # Mixtral: experts use intermediate_size.
-        n_shared = _opt_int(cfg, ("n_shared_experts", "num_shared_experts")) or 0
-        shared_size = _opt_int(cfg, ("shared_expert_intermediate_size",))
-        if model_type.startswith("llama4"):
-            shared_size = shared_size or intermediate  # Llama 4: one shared expert per MoE layer.
-        if shared_size:
-            shared_inter = shared_size
-        elif n_shared:
-            shared_inter = n_shared * moe_inter
-        first_dense = _opt_int(cfg, ("first_k_dense_replace",)) or 0
-        mlp_only = cfg.get("mlp_only_layers") or []
-        freq = (
-            _opt_int(cfg, ("moe_layer_freq", "decoder_sparse_step", "interleave_moe_layer_step"))
-            or 1
-        )
-        moe_layers = [
-            i
-            for i in range(num_layers)
-            if i >= first_dense and i not in mlp_only and (i - first_dense) % freq == 0
-        ]
-        dense_layers = num_layers - len(moe_layers)
-
+    head_dim, kv_lora_rank, qk_rope = _attention_width(cfg, hidden, num_heads)
+    intermediate = _intermediate(cfg, model_type, hidden)
+    moe = _experts(cfg, model_type, num_layers, intermediate)
     window, sliding_layers = _sliding(cfg, model_type, num_layers)
     dtype = str(_first(cfg, ("torch_dtype", "dtype")) or "bfloat16").removeprefix("torch.")
     if dtype not in _DTYPE_BYTES:
@@ -388,7 +326,7 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
     if tie is None:
         # transformers' PretrainedConfig ties them unless told otherwise (Gemma, Falcon omit it).
         tie = config.get("tie_word_embeddings", True)
-
+    mla = kv_lora_rank is not None
     return Architecture(
         model_type=model_type,
         num_hidden_layers=num_layers,
@@ -407,14 +345,93 @@ def architecture_from_config(config: Mapping[str, Any]) -> Architecture:
         num_sliding_window_layers=sliding_layers,
         kv_lora_rank=kv_lora_rank,
         q_lora_rank=_opt_int(cfg, ("q_lora_rank",)),
-        qk_rope_head_dim=qk_rope if kv_lora_rank is not None else None,
-        qk_nope_head_dim=_opt_int(cfg, ("qk_nope_head_dim",)) if kv_lora_rank else None,
-        v_head_dim=_opt_int(cfg, ("v_head_dim",)) if kv_lora_rank else None,
+        qk_rope_head_dim=qk_rope if mla else None,
+        qk_nope_head_dim=_opt_int(cfg, ("qk_nope_head_dim",)) if mla else None,
+        v_head_dim=_opt_int(cfg, ("v_head_dim",)) if mla else None,
         # vllm/model_executor/models/deepseek_v2.py: a config with index_topk is V3.2 (sparse).
         index_head_dim=(_opt_int(cfg, ("index_head_dim",)) or 128) if "index_topk" in cfg else None,
-        num_experts=num_experts,
-        num_experts_per_tok=experts_per_tok,
-        moe_intermediate_size=moe_inter,
-        shared_expert_intermediate_size=shared_inter,
-        num_dense_layers=dense_layers,
+        num_experts=moe.experts,
+        num_experts_per_tok=moe.per_token,
+        moe_intermediate_size=moe.intermediate,
+        shared_expert_intermediate_size=moe.shared_intermediate,
+        num_dense_layers=moe.dense_layers,
     )
+
+
+def _attention_width(
+    cfg: Mapping[str, Any], hidden: int, num_heads: int
+) -> tuple[int, int | None, int | None]:
+    """(head_dim, kv_lora_rank, qk_rope_head_dim): MLA's latent, else the attention head."""
+    kv_lora_rank = _opt_int(cfg, ("kv_lora_rank",))
+    qk_rope = _opt_int(cfg, ("qk_rope_head_dim",))
+    if kv_lora_rank is not None and qk_rope is None:
+        raise ArchitectureError(
+            "config.json has kv_lora_rank (multi-head latent attention) but no qk_rope_head_dim"
+        )
+    if kv_lora_rank is not None and qk_rope is not None:
+        # vLLM get_head_size for MLA: the latent plus the RoPE part, one "head" per token.
+        return kv_lora_rank + qk_rope, kv_lora_rank, qk_rope
+    explicit = _opt_int(cfg, ("head_dim", "kv_channels"))
+    if explicit is not None:
+        return explicit, None, qk_rope
+    if hidden % num_heads:
+        raise ArchitectureError(
+            f"config.json has no head_dim and hidden_size {hidden} is not a multiple of "
+            f"num_attention_heads {num_heads}"
+        )
+    return hidden // num_heads, None, qk_rope
+
+
+def _intermediate(cfg: Mapping[str, Any], model_type: str, hidden: int) -> int:
+    """The MLP's intermediate width."""
+    intermediate = _opt_int(cfg, ("intermediate_size", "ffn_hidden_size", "n_inner", "ffn_dim"))
+    if intermediate is not None:
+        return intermediate
+    if model_type in _NON_GATED_MLP:
+        return 4 * hidden  # GPT-2 / Falcon convention: 4 x hidden.
+    raise ArchitectureError(
+        "config.json has no intermediate_size (nor ffn_hidden_size, n_inner): cannot size the MLP"
+    )
+
+
+@dataclass(frozen=True)
+class _Experts:
+    """A mixture of experts, as config.json describes it (experts None: a dense model)."""
+
+    experts: int | None = None
+    per_token: int | None = None
+    intermediate: int | None = None
+    shared_intermediate: int | None = None
+    dense_layers: int = 0
+
+
+def _experts(
+    cfg: Mapping[str, Any], model_type: str, num_layers: int, intermediate: int
+) -> _Experts:
+    """The routed and shared experts and which layers have none (dense layers)."""
+    num_experts = _opt_int(cfg, ("n_routed_experts", "num_local_experts", "num_experts"))
+    if not num_experts or num_experts <= 1:
+        return _Experts()
+    per_token = _opt_int(cfg, ("num_experts_per_tok", "moe_topk", "top_k"))
+    if per_token is None:
+        raise ArchitectureError(
+            "config.json describes a mixture of experts but has no num_experts_per_tok"
+        )
+    moe_inter = _opt_int(cfg, ("moe_intermediate_size", "expert_intermediate_size"))
+    moe_inter = moe_inter or intermediate  # Mixtral: experts use intermediate_size.
+    n_shared = _opt_int(cfg, ("n_shared_experts", "num_shared_experts")) or 0
+    shared_size = _opt_int(cfg, ("shared_expert_intermediate_size",))
+    if model_type.startswith("llama4"):
+        shared_size = shared_size or intermediate  # Llama 4: one shared expert per MoE layer.
+    shared = shared_size or (n_shared * moe_inter if n_shared else None)
+    first_dense = _opt_int(cfg, ("first_k_dense_replace",)) or 0
+    mlp_only = cfg.get("mlp_only_layers") or []
+    freq = (
+        _opt_int(cfg, ("moe_layer_freq", "decoder_sparse_step", "interleave_moe_layer_step")) or 1
+    )
+    moe_layers = [
+        i
+        for i in range(num_layers)
+        if i >= first_dense and i not in mlp_only and (i - first_dense) % freq == 0
+    ]
+    return _Experts(num_experts, per_token, moe_inter, shared, num_layers - len(moe_layers))

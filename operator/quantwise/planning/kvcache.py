@@ -178,7 +178,6 @@ def layer_kv_bytes_per_token(arch: Architecture, tp: int, kv_cache_dtype: str = 
             return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
         if kv_cache_dtype == "fp8_ds_mla":
             return FP8_DS_MLA_BYTES_PER_TOKEN + indexer
-            return FP8_DS_MLA_BYTES_PER_TOKEN
         if kv_cache_dtype in ("auto", "float16", "bfloat16"):
             return width * arch.dtype_bytes + indexer
         if kv_cache_dtype in FP8_FAMILY:

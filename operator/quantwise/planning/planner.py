@@ -11,6 +11,7 @@ no more. Everything here is pure: same inputs, same plan.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,46 +210,122 @@ def max_cudagraph_capture_size(gpu: GPU) -> int:
     return CUDA_GRAPH_MAX_CAPTURE_SIZE
 
 
-def _size(
-    arch: Architecture,
-    weights: WeightBreakdown,
-    gpu: GPU,
-    budget: Budget,
-    tp: int,
-    pp: int,
-    max_model_len: int,
-    max_num_seqs: int,
-    max_num_batched_tokens: int,
-    kv_cache_dtype: str | None = None,
-) -> Sizing:
-    dtype = kv_cache_dtype or budget.kv_cache_dtype
-    per_seq = kv_bytes_per_sequence(arch, tp, max_model_len, dtype, pp, max_num_batched_tokens)
-    return Sizing(
-        tp=tp,
-        pp=pp,
-        weight_bytes=weights.per_gpu_bytes(arch, tp, pp),
-        kv_bytes_per_sequence=per_seq,
-        kv_budget_bytes=per_seq * budget.concurrency,
-        overhead=estimate_overhead(
-            arch,
-            tp,
-            pp,
-            max_num_batched_tokens,
-            max_num_seqs,
-            vllm_version=budget.vllm_version,
+@dataclass(frozen=True)
+class _Search:
+    """One planning problem: the model, its weights as loaded on ``gpu``, the budget."""
+
+    arch: Architecture
+    weights: WeightBreakdown
+    gpu: GPU
+    budget: Budget
+    max_model_len: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+
+    def size(self, tp: int, pp: int, kv_cache_dtype: str | None = None,
+             gpu: GPU | None = None) -> Sizing:  # fmt: skip
+        """Memory of (tp, pp) on the fullest GPU (on ``gpu`` instead of the planned one)."""
+        gpu = gpu or self.gpu
+        budget, arch = self.budget, self.arch
+        mnbt = (
+            self.max_num_batched_tokens
+            if gpu is self.gpu
+            else default_max_num_batched_tokens(gpu.memory_bytes, gpu.name, budget.vllm_version)
+        )
+        dtype = kv_cache_dtype or budget.kv_cache_dtype
+        per_seq = kv_bytes_per_sequence(arch, tp, self.max_model_len, dtype, pp, mnbt)
+        overhead = estimate_overhead(
+            arch, tp, pp, mnbt, self.max_num_seqs, vllm_version=budget.vllm_version,
             enforce_eager=budget.enforce_eager,
             max_cudagraph_capture_size=max_cudagraph_capture_size(gpu),
-        ),
-        cap_bytes=int(gpu.memory_bytes * budget.max_gpu_memory_utilization),
-    )
+        )  # fmt: skip
+        return Sizing(
+            tp=tp,
+            pp=pp,
+            weight_bytes=self.weights.per_gpu_bytes(arch, tp, pp),
+            kv_bytes_per_sequence=per_seq,
+            kv_budget_bytes=per_seq * budget.concurrency,
+            overhead=overhead,
+            cap_bytes=int(gpu.memory_bytes * budget.max_gpu_memory_utilization),
+        )
+
+    @property
+    def cap_text(self) -> str:
+        """The memory cap in words: GiB and how it is made."""
+        cap = self.budget.max_gpu_memory_utilization
+        return (
+            f"{gib(self.gpu.memory_bytes * cap)} ({cap:g} x {gib(self.gpu.memory_bytes)} "
+            f"{self.gpu.name})"
+        )
+
+    def describe(self, s: Sizing) -> str:
+        """What a sizing needs per GPU, in words."""
+        return (
+            f"weights {gib(s.weight_bytes)} + KV budget {gib(s.kv_budget_bytes)} "
+            f"({self.budget.concurrency} x {self.max_model_len} tokens) + overhead "
+            f"{gib(s.overhead.total_bytes)} = {gib(s.required_bytes)} per GPU"
+        )
 
 
-def _describe(s: Sizing, budget: Budget, max_model_len: int) -> str:
-    return (
-        f"weights {gib(s.weight_bytes)} + KV budget {gib(s.kv_budget_bytes)} "
-        f"({budget.concurrency} x {max_model_len} tokens) + overhead "
-        f"{gib(s.overhead.total_bytes)} = {gib(s.required_bytes)} per GPU"
-    )
+def _max_model_len(arch: Architecture, budget: Budget) -> int:
+    """The context to plan: the budget's, else the model's capped at DEFAULT_MAX_MODEL_LEN."""
+    model_max = arch.max_position_embeddings
+    if budget.max_model_len is None:
+        return min(model_max, DEFAULT_MAX_MODEL_LEN)
+    if budget.max_model_len > model_max:
+        raise PlanError(
+            f"spec.serving.maxModelLen {budget.max_model_len} exceeds the model's maximum "
+            f"context of {model_max} tokens (config.json max_position_embeddings and RoPE "
+            f"scaling); vLLM refuses it. Set maxModelLen to {model_max} or less."
+        )
+    return budget.max_model_len
+
+
+def _allowed_tps(
+    arch: Architecture, budget: Budget, fmt: WeightFormat, tp_filter: TPFilter | None,
+    reasons: list[str],
+) -> list[int]:  # fmt: skip
+    """The tensor-parallel sizes vLLM can run the model at (the others go to ``reasons``)."""
+    allowed: list[int] = []
+    for tp in tp_candidates(budget.gpus_per_node):
+        blockers = tp_blockers(arch, tp, fmt)
+        if not blockers and tp_filter is not None and (extra := tp_filter(tp)):
+            blockers.append(extra)
+        if blockers:
+            reasons.append(f"TP={tp} skipped: {'; '.join(blockers)}")
+        else:
+            allowed.append(tp)
+    if not allowed:
+        raise PlanError(
+            f"no tensor-parallel size up to {budget.gpus_per_node} GPUs per node can run this "
+            f"model: {'; '.join(reasons)}"
+        )
+    return allowed
+
+
+def _smallest_fit(
+    search: _Search, allowed: list[int], fmt: WeightFormat, reasons: list[str]
+) -> Sizing:
+    """The smallest TP that fits on one node, else the fewest pipeline stages across nodes."""
+    last: Sizing | None = None
+    for tp in allowed:
+        last = search.size(tp, 1)
+        if last.fits:
+            return last
+        reasons.append(f"TP={tp} does not fit: {search.describe(last)} > cap {search.cap_text}")
+    budget = search.budget
+    if budget.max_nodes > 1:
+        tp = allowed[-1]
+        for pp in range(2, min(budget.max_nodes, search.arch.num_hidden_layers) + 1):
+            last = search.size(tp, pp)
+            if last.fits:
+                reasons.append(
+                    f"one node of {budget.gpus_per_node} GPUs is not enough: {pp} pipeline "
+                    f"stages across {pp} nodes, TP={tp} within each"
+                )
+                return last
+    assert last is not None
+    raise PlanError(_no_fit_message(search, fmt, last))
 
 
 def plan(
@@ -269,80 +346,37 @@ def plan(
             f"spec.serving.maxGpuMemoryUtilization {budget.max_gpu_memory_utilization} must be "
             "in (0, 1]"
         )
-    model_max = arch.max_position_embeddings
-    if budget.max_model_len is None:
-        max_model_len = min(model_max, DEFAULT_MAX_MODEL_LEN)
-    elif budget.max_model_len > model_max:
-        raise PlanError(
-            f"spec.serving.maxModelLen {budget.max_model_len} exceeds the model's maximum "
-            f"context of {model_max} tokens (config.json max_position_embeddings and RoPE "
-            f"scaling); vLLM refuses it. Set maxModelLen to {model_max} or less."
-        )
-    else:
-        max_model_len = budget.max_model_len
-    max_num_seqs = budget.max_num_seqs or max(budget.concurrency, DEFAULT_MAX_NUM_SEQS)
-    mnbt = default_max_num_batched_tokens(gpu.memory_bytes, gpu.name, budget.vllm_version)
-    file_weights = weights
-    weights = weights_on_gpu(arch, weights, fmt, gpu)
     try:
         kv_bytes_per_token(arch, 1, budget.kv_cache_dtype)
     except KVCacheError as exc:
         raise PlanError(f"spec.serving.kvCacheDtype: {exc}") from exc
-
-    reasons: list[str] = []
-    cap_text = (
-        f"{gib(gpu.memory_bytes * budget.max_gpu_memory_utilization)} "
-        f"({budget.max_gpu_memory_utilization:g} x {gib(gpu.memory_bytes)} {gpu.name})"
+    search = _Search(
+        arch=arch,
+        weights=weights_on_gpu(arch, weights, fmt, gpu),
+        gpu=gpu,
+        budget=budget,
+        max_model_len=_max_model_len(arch, budget),
+        max_num_seqs=budget.max_num_seqs or max(budget.concurrency, DEFAULT_MAX_NUM_SEQS),
+        max_num_batched_tokens=default_max_num_batched_tokens(
+            gpu.memory_bytes, gpu.name, budget.vllm_version
+        ),
     )
-    allowed: list[int] = []
-    for tp in tp_candidates(budget.gpus_per_node):
-        blockers = tp_blockers(arch, tp, fmt)
-        if not blockers and tp_filter is not None and (extra := tp_filter(tp)):
-            blockers.append(extra)
-        if blockers:
-            reasons.append(f"TP={tp} skipped: {'; '.join(blockers)}")
-        else:
-            allowed.append(tp)
-    if not allowed:
-        raise PlanError(
-            f"no tensor-parallel size up to {budget.gpus_per_node} GPUs per node can run this "
-            f"model: {'; '.join(reasons)}"
-        )
-
-    def attempt(tp: int, pp: int) -> Sizing:
-        return _size(arch, weights, gpu, budget, tp, pp, max_model_len, max_num_seqs, mnbt)
-
-    chosen: Sizing | None = None
-    last: Sizing | None = None
-    for tp in allowed:
-        sizing = attempt(tp, 1)
-        last = sizing
-        if sizing.fits:
-            chosen = sizing
-            break
+    reasons: list[str] = []
+    allowed = _allowed_tps(arch, budget, fmt, tp_filter, reasons)
+    chosen = _smallest_fit(search, allowed, fmt, reasons)
+    if chosen.pp == 1:
+        smaller = " (smaller TPs do not fit or cannot run it)" if chosen.tp > allowed[0] else ""
         reasons.append(
-            f"TP={tp} does not fit: {_describe(sizing, budget, max_model_len)} > cap {cap_text}"
+            f"TP={chosen.tp}{smaller}: {search.describe(chosen)} <= cap {search.cap_text}"
         )
-    if chosen is None and budget.max_nodes > 1:
-        tp = allowed[-1]
-        for pp in range(2, min(budget.max_nodes, arch.num_hidden_layers) + 1):
-            sizing = attempt(tp, pp)
-            last = sizing
-            if sizing.fits:
-                chosen = sizing
-                reasons.append(
-                    f"one node of {budget.gpus_per_node} GPUs is not enough: {pp} pipeline "
-                    f"stages across {pp} nodes, TP={tp} within each"
-                )
-                break
-    if chosen is None:
-        assert last is not None
-        raise PlanError(
-            _no_fit_message(
-                arch, weights, gpu, budget, fmt, last, max_model_len, max_num_seqs, mnbt, cap_text
-            )
-        )
+    return _plan_of(search, chosen, weights, reasons)
 
+
+def _plan_of(
+    search: _Search, chosen: Sizing, file_weights: WeightBreakdown, reasons: list[str]
+) -> Plan:
+    """The plan of the chosen sizing: utilization, KV tokens, decode bound, and why."""
+    arch, gpu, budget = search.arch, search.gpu, search.budget
     tp, pp = chosen.tp, chosen.pp
     utilization = min(
         budget.max_gpu_memory_utilization, _round_up(chosen.required_bytes / gpu.memory_bytes)
@@ -357,44 +391,31 @@ def plan(
         # A sliding-window layer holds a window, not every token: vLLM states such a cache's
         # size as whole sequences x max_model_len (vllm/v1/core/kv_cache_utils.py,
         # get_kv_cache_capacity: int(max_concurrency x max_model_len)), and so does the plan.
-        tokens = int(sequences * max_model_len)
+        tokens = int(sequences * search.max_model_len)
     bytes_read = file_weights.bytes_read_per_token(arch)
     decode = gpu.bandwidth_gbps * 1e9 * tp / bytes_read if bytes_read else 0.0
-
-    if pp == 1:
-        smaller = " (smaller TPs do not fit or cannot run it)" if tp > allowed[0] else ""
-        reasons.append(
-            f"TP={tp}{smaller}: {_describe(chosen, budget, max_model_len)} <= cap {cap_text}"
-        )
-    reasons.append(
+    reasons = [
+        *reasons,
         f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
-        f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01"
-    )
-    reasons.append(
-        _kv_reason(arch, tp, budget.kv_cache_dtype, per_token, tokens, sequences, max_model_len)
-    )
-    reasons.append(
-        f"max-num-seqs {max_num_seqs}: "
-        + (
-            "from spec.serving.maxNumSeqs"
-            if budget.max_num_seqs
-            else f"max(concurrency {budget.concurrency}, {DEFAULT_MAX_NUM_SEQS}); "
-            "shorter sequences share the KV budget"
-        )
-    )
-    reasons.append(
+        f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01",
+        _kv_reason(arch, tp, budget.kv_cache_dtype, per_token, tokens, sequences,
+                   search.max_model_len),
+        f"max-num-seqs {search.max_num_seqs}: "
+        + ("from spec.serving.maxNumSeqs" if budget.max_num_seqs
+           else f"max(concurrency {budget.concurrency}, {DEFAULT_MAX_NUM_SEQS}); "
+           "shorter sequences share the KV budget"),
         f"decode <= {decode:,.0f} tokens/s for one sequence: {gpu.bandwidth_gbps:,.0f} GB/s x "
         f"TP {tp} / {bytes_read / 1e9:.2f} GB of weights read per token (an upper bound: it "
-        "ignores KV-cache reads and kernel efficiency)"
-    )
+        "ignores KV-cache reads and kernel efficiency)",
+    ]  # fmt: skip
     return Plan(
         gpu=gpu,
         tensor_parallel_size=tp,
         pipeline_parallel_size=pp,
         gpu_memory_utilization=utilization,
-        max_model_len=max_model_len,
-        max_num_seqs=max_num_seqs,
-        max_num_batched_tokens=mnbt,
+        max_model_len=search.max_model_len,
+        max_num_seqs=search.max_num_seqs,
+        max_num_batched_tokens=search.max_num_batched_tokens,
         kv_cache_dtype=budget.kv_cache_dtype,
         weight_bytes=file_weights.total_bytes,
         weights_measured=file_weights.measured,
@@ -434,23 +455,13 @@ def _kv_reason(
     )
 
 
-def _no_fit_message(
-    arch: Architecture,
-    weights: WeightBreakdown,
-    gpu: GPU,
-    budget: Budget,
-    fmt: WeightFormat,
-    last: Sizing,
-    max_model_len: int,
-    max_num_seqs: int,
-    mnbt: int,
-    cap_text: str,
-) -> str:
+def _no_fit_message(search: _Search, fmt: WeightFormat, last: Sizing) -> str:
+    """Why nothing fits, by how much, and the changes that would make it fit."""
+    gpu, budget = search.gpu, search.budget
     where = f"TP={last.tp}" + (f" x PP={last.pp}" if last.pp > 1 else "")
     lines = [
-        f"does not fit on {gpu.name}: at {where} (the most allowed) "
-        f"{_describe(last, budget, max_model_len)}, but the cap is {cap_text}: "
-        f"{gib(last.shortfall_bytes)} short.",
+        f"does not fit on {gpu.name}: at {where} (the most allowed) {search.describe(last)}, "
+        f"but the cap is {search.cap_text}: {gib(last.shortfall_bytes)} short.",
         "Try:",
     ]
     room = last.cap_bytes - last.weight_bytes - last.overhead.total_bytes
@@ -460,58 +471,41 @@ def _no_fit_message(
             "lower-bit method (spec.quantization: awq or gptq 4-bit), or a bigger GPU"
         )
     else:
-        seqs = room // last.kv_bytes_per_sequence if last.kv_bytes_per_sequence else 0
-        if seqs >= 1:
-            lines.append(
-                f"- spec.serving.concurrency {seqs} or less (the room left holds {seqs} "
-                f"sequences of {max_model_len} tokens)"
-            )
-        per_token = last.kv_bytes_per_sequence / max(max_model_len, 1)
-        fit_len = int(room / budget.concurrency / per_token) if per_token else 0
-        fit_len = fit_len // 16 * 16
-        if fit_len >= 16:
-            lines.append(
-                f"- spec.serving.maxModelLen {fit_len} or less at concurrency {budget.concurrency}"
-            )
-        if budget.kv_cache_dtype in ("auto", "float16", "bfloat16"):
-            fp8 = "fp8" if not arch.is_mla else "fp8_ds_mla"
-            try:
-                s8 = _size(
-                    arch,
-                    weights,
-                    gpu,
-                    budget,
-                    last.tp,
-                    last.pp,
-                    max_model_len,
-                    max_num_seqs,
-                    mnbt,
-                    kv_cache_dtype=fp8,
-                )
-                verdict = "fits" if s8.fits else f"still {gib(s8.shortfall_bytes)} short"
-                lines.append(f"- spec.serving.kvCacheDtype {fp8} (halves the KV cache: {verdict})")
-            except KVCacheError:  # pragma: no cover - fp8 applies to every architecture
-                pass
+        lines += _smaller_budgets(search, last, room)
     if fmt.bits > 4:
         lines.append("- a lower-bit method (spec.quantization.method awq or gptq, 4 bits)")
     bigger = [
         g.name
         for g in CATALOG
-        if g.memory_bytes > gpu.memory_bytes
-        and _size(
-            arch,
-            weights,
-            g,
-            budget,
-            last.tp,
-            last.pp,
-            max_model_len,
-            max_num_seqs,
-            default_max_num_batched_tokens(g.memory_bytes, g.name, budget.vllm_version),
-        ).fits
+        if g.memory_bytes > gpu.memory_bytes and search.size(last.tp, last.pp, gpu=g).fits
     ]
     if bigger:
         lines.append(f"- a bigger GPU: {', '.join(bigger)} fit at {where}")
     if budget.max_nodes == 1:
         lines.append("- spec.serving.maxNodes > 1 to add pipeline-parallel stages across nodes")
     return "\n".join(lines)
+
+
+def _smaller_budgets(search: _Search, last: Sizing, room: int) -> list[str]:
+    """The concurrency, context or KV dtype that the room left by weights and overhead holds."""
+    budget, max_model_len = search.budget, search.max_model_len
+    lines: list[str] = []
+    seqs = room // last.kv_bytes_per_sequence if last.kv_bytes_per_sequence else 0
+    if seqs >= 1:
+        lines.append(
+            f"- spec.serving.concurrency {seqs} or less (the room left holds {seqs} "
+            f"sequences of {max_model_len} tokens)"
+        )
+    per_token = last.kv_bytes_per_sequence / max(max_model_len, 1)
+    fit_len = int(room / budget.concurrency / per_token) // 16 * 16 if per_token else 0
+    if fit_len >= 16:
+        lines.append(
+            f"- spec.serving.maxModelLen {fit_len} or less at concurrency {budget.concurrency}"
+        )
+    if budget.kv_cache_dtype in ("auto", "float16", "bfloat16"):
+        fp8 = "fp8" if not search.arch.is_mla else "fp8_ds_mla"
+        with contextlib.suppress(KVCacheError):  # fp8 applies to every architecture
+            s8 = search.size(last.tp, last.pp, kv_cache_dtype=fp8)
+            verdict = "fits" if s8.fits else f"still {gib(s8.shortfall_bytes)} short"
+            lines.append(f"- spec.serving.kvCacheDtype {fp8} (halves the KV cache: {verdict})")
+    return lines

@@ -287,6 +287,33 @@ def _ct_args(args: Mapping[str, Any], field: str) -> dict[str, Any]:
     }
 
 
+# compressed-tensors formats and the weight type each stores (the others: any type).
+_CT_FORMAT_TYPES = {"pack-quantized": "int", "float-quantized": "float", "int-quantized": "int"}
+
+
+def _check_ct_format(fmt: Any, weight_type: str, field: str) -> None:
+    """Refuse a format that contradicts the weights' type (packing is for integer weights)."""
+    wanted = _CT_FORMAT_TYPES.get(str(fmt))
+    if wanted is not None and weight_type != wanted:
+        raise QuantizationConfigError(
+            f"quantization_config.format ({fmt}) contradicts {field}.weights.type "
+            f"({weight_type!r}): {fmt} holds {wanted} weights"
+        )
+
+
+def _ct_scheme(fmt: Any, w: Mapping[str, Any], a: Mapping[str, Any] | None) -> Scheme:
+    """The normalised scheme of compressed-tensors weights ``w`` and activations ``a``."""
+    if fmt == "nvfp4-pack-quantized" or (w["type"] == "float" and w["bits"] == 4):
+        return "nvfp4"
+    if a is None or a["bits"] >= 16:
+        return "wna16" if w["type"] == "int" else "fp8-weight-only"
+    if w["type"] == "float" and a["type"] == "float":
+        return "w8a8-fp8"
+    if w["bits"] == 4 and a["bits"] == 8:
+        return "w4a8"
+    return "w8a8-int8"
+
+
 def parse_compressed_tensors(qc: Mapping[str, Any]) -> CheckpointQuantization:
     """llm-compressor's compressed-tensors: ``config_groups`` of weights / input_activations."""
     groups = qc.get("config_groups")
@@ -306,31 +333,8 @@ def parse_compressed_tensors(qc: Mapping[str, Any]) -> CheckpointQuantization:
         schemes.append((field, w, a))
     field, w, a = schemes[0]
     fmt = qc.get("format")
-    if fmt == "pack-quantized" and w["type"] != "int":
-        raise QuantizationConfigError(
-            f"quantization_config.format (pack-quantized) contradicts {field}.weights.type "
-            f"({w['type']!r}): packing is for integer weights"
-        )
-    if fmt == "float-quantized" and w["type"] != "float":
-        raise QuantizationConfigError(
-            f"quantization_config.format (float-quantized) contradicts {field}.weights.type "
-            f"({w['type']!r})"
-        )
-    if fmt == "int-quantized" and w["type"] != "int":
-        raise QuantizationConfigError(
-            f"quantization_config.format (int-quantized) contradicts {field}.weights.type "
-            f"({w['type']!r})"
-        )
-    if fmt == "nvfp4-pack-quantized" or (w["type"] == "float" and w["bits"] == 4):
-        scheme: Scheme = "nvfp4"
-    elif a is None or a["bits"] >= 16:
-        scheme = "wna16" if w["type"] == "int" else "fp8-weight-only"
-    elif w["type"] == "float" and a["type"] == "float":
-        scheme = "w8a8-fp8"
-    elif w["bits"] == 4 and a["bits"] == 8:
-        scheme = "w4a8"
-    else:
-        scheme = "w8a8-int8"
+    _check_ct_format(fmt, w["type"], field)
+    scheme = _ct_scheme(fmt, w, a)
     strategy = w["strategy"]
     group_size = (
         int(w["group_size"])

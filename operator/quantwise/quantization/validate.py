@@ -77,10 +77,6 @@ def _span(rule: Rule) -> str:
     return f"{format_version(rule.min_version)} to before {format_version(rule.max_version)}"
 
 
-def _cc(v: tuple[int, int]) -> str:
-    return f"{v[0]}.{v[1]}"
-
-
 def _mismatches(
     rule: Rule, q: CheckpointQuantization, gpu: GPU, version: tuple[int, int]
 ) -> list[Finding]:
@@ -101,7 +97,7 @@ def _mismatches(
             Finding(
                 "gpu",
                 f"{rule.kernel} needs compute capability "
-                f">= {_cc(rule.min_capability)}; {gpu.name} has {_cc(cc)}",
+                f">= {format_version(rule.min_capability)}; {gpu.name} has {format_version(cc)}",
                 "error",
             )
         )
@@ -110,7 +106,7 @@ def _mismatches(
             Finding(
                 "gpu",
                 f"{rule.kernel} runs on compute capability "
-                f"{_cc(rule.max_capability)} only; {gpu.name} has {_cc(cc)}",
+                f"{format_version(rule.max_capability)} only; {gpu.name} has {format_version(cc)}",
                 "error",
             )
         )

@@ -9,6 +9,8 @@ from quantwise.api.status import ArtifactStatus
 from quantwise.planning.gpus import GPU
 from quantwise.planning.kvcache import kv_cache_dtype_unavailable
 from quantwise.quantization.config import ActOrder, CheckpointQuantization, Scheme
+from quantwise.quantization.methods import NONE
+from quantwise.quantization.recipe import checkpoint_of, recipe_for
 from quantwise.quantization.validate import validate
 from quantwise.reconcile.state import Validation, Validator
 from quantwise.vllm import version_of
@@ -40,30 +42,17 @@ def checkpoint_from_artifact(artifact: ArtifactStatus) -> CheckpointQuantization
     )
 
 
-# What llm-compressor writes for each method (quantwise.jobs): compressed-tensors schemes.
-PRODUCED_SCHEME: dict[str, Scheme] = {
-    "awq": "wna16",
-    "gptq": "wna16",
-    "w8a8-int8": "w8a8-int8",
-    "fp8": "w8a8-fp8",
-    "fp8-dynamic": "w8a8-fp8",
-}
-
-
 def produced_checkpoint(spec: QuantizedModelSpec) -> CheckpointQuantization | None:
-    """The quantization the Job will write for ``spec`` (None: ``method: none``, not known yet)."""
+    """The quantization the Job will write for ``spec`` (None: ``method: none``, not known yet).
+
+    Read from the very recipe the Job runs (quantwise.quantization.recipe.checkpoint_of), so the
+    check before a Job is made cannot drift from what the Job produces.
+    """
     q = spec.quantization
-    if q.method == "none":
+    if q.method == NONE:
         return None
-    return CheckpointQuantization(
-        producer="compressed-tensors",
-        scheme=PRODUCED_SCHEME[q.method],
-        quant_method="compressed-tensors",
-        weight_bits=q.effective_bits or 16,
-        activation_bits=16 if q.method in ("awq", "gptq") else 8,
-        group_size=q.effective_group_size,
-        symmetric=q.effective_symmetric,
-    )
+    request = q.request(kv_cache_fp8=spec.serving.kv_cache_dtype.startswith("fp8"))
+    return checkpoint_of(recipe_for(request))
 
 
 def kernel_validator(default_image: str | None) -> Validator:

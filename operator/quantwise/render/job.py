@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantwise.api.spec import QuantizedModelSpec
+from quantwise.quantization.methods import METHODS, NONE
 from quantwise.render.names import (
     LABEL_ARTIFACT,
     artifact_dir,
@@ -18,7 +19,7 @@ from quantwise.render.names import (
     common_labels,
     job_name,
 )
-from quantwise.render.pods import container_security, pod_security, tolerations
+from quantwise.render.pods import GPU_RESOURCE, container_security, pod_security, tolerations
 
 DEFAULT_QUANTIZER_IMAGE = "ghcr.io/quantwise/quantizer:0.1.0"
 SOURCE_MOUNT = "/source"
@@ -48,12 +49,13 @@ def quantizer_args(name: str, spec: QuantizedModelSpec) -> list[str]:
     args = ["quantize", "--model", model]
     if spec.source.hugging_face is not None:
         args += ["--revision", spec.source.hugging_face.revision]
+    facts = METHODS[q.method]
     args += ["--method", q.method, "--bits", str(q.effective_bits)]
     if q.effective_group_size is not None:
         args += ["--group-size", str(q.effective_group_size)]
-    if q.method not in ("fp8", "fp8-dynamic"):
+    if facts.symmetric is not None:
         args.append("--symmetric" if q.effective_symmetric else "--asymmetric")
-    if q.method != "fp8-dynamic":
+    if facts.calibrated:
         cal = q.calibration
         dataset = f"{CALIBRATION_MOUNT}/{cal.pvc.path}" if cal.pvc else cal.dataset
         args += ["--calibration", dataset]
@@ -68,6 +70,9 @@ def quantizer_args(name: str, spec: QuantizedModelSpec) -> list[str]:
     return [*args, "--output", output, "--report-path", TERMINATION_LOG]
 
 
+QUANTIZER_CONTAINER = "quantizer"
+
+
 def quantization_job(
     name: str,
     namespace: str,
@@ -78,70 +83,14 @@ def quantization_job(
     """Return the batch/v1 Job that quantizes (or inspects) the model."""
     quantizer = spec.quantizer
     labels = {**common_labels(name, "quantizer"), LABEL_ARTIFACT: artifact_hash(spec)}
-    env: list[dict[str, Any]] = [
-        {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp.
-        {"name": "PYTHONUNBUFFERED", "value": "1"},
-        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
-        # llm-compressor's progress bars redraw many times a second; in a pod log that is
-        # noise. quantwise logs each calibrated layer itself.
-        {"name": "TQDM_MININTERVAL", "value": "30"},
-    ]
-    volumes: list[dict[str, Any]] = [
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
-    ]
-    mounts: list[dict[str, Any]] = [
-        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
-        {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108
-    ]
-    claims: dict[str, tuple[str, bool]] = {}  # claim -> (mount path, read-only)
-    if spec.storage is not None and spec.quantization.method != "none":
-        claims[spec.storage.pvc.claim_name] = (ARTIFACTS_MOUNT, False)
-        # Downloads persist on the storage volume, so a retried Job does not fetch again.
-        env.append({"name": "HF_HOME", "value": f"{ARTIFACTS_MOUNT}/.cache/huggingface"})
-    else:
-        env.append({"name": "HF_HOME", "value": "/tmp/huggingface"})  # noqa: S108
-    if spec.source.pvc is not None:
-        claims.setdefault(spec.source.pvc.claim_name, (SOURCE_MOUNT, True))
-    cal = spec.quantization.calibration.pvc
-    if cal is not None and spec.quantization.method not in ("none", "fp8-dynamic"):
-        claims.setdefault(cal.claim_name, (CALIBRATION_MOUNT, True))
-    for index, (claim, (path, read_only)) in enumerate(claims.items()):
-        volume = f"data-{index}"
-        volumes.append(
-            {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
-        )
-        mounts.append({"name": volume, "mountPath": path, "readOnly": read_only})
-    args = _remap(quantizer_args(name, spec), claims, spec)
-    hf = spec.source.hugging_face
-    if hf is not None and hf.token_secret_ref is not None:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {
-                    "secretKeyRef": {
-                        "name": hf.token_secret_ref.name,
-                        "key": hf.token_secret_ref.key,
-                    }
-                },
-            }
-        )
-    resources: dict[str, Any] = {"limits": {}, "requests": {}}
-    if quantizer.resources is not None:
-        resources["limits"].update(quantizer.resources.limits or {})
-        resources["requests"].update(quantizer.resources.requests or {})
-    if quantizer.gpus:
-        resources["limits"]["nvidia.com/gpu"] = quantizer.gpus
-        resources["requests"]["nvidia.com/gpu"] = quantizer.gpus
-    # Quantities as strings: the API accepts both, the typed Python client only strings.
-    resources = {kind: {k: str(v) for k, v in values.items()} for kind, values in resources.items()}
+    volumes, mounts, claims, env = _storage(spec)
     container = {
-        "name": "quantizer",
+        "name": QUANTIZER_CONTAINER,
         "image": image or quantizer.image or DEFAULT_QUANTIZER_IMAGE,
         "command": ["quantwise"],
-        "args": args,
-        "env": env,
-        "resources": {k: v for k, v in resources.items() if v},
+        "args": _remap(quantizer_args(name, spec), claims, spec),
+        "env": env + _token(spec),
+        "resources": _resources(spec),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         # A pod killed before writing its report (out of memory) still explains itself.
@@ -159,11 +108,8 @@ def quantization_job(
     }
     if quantizer.node_selector:
         pod_spec["nodeSelector"] = dict(quantizer.node_selector)
-    metadata: dict[str, Any] = {
-        "name": job_name(name, spec),
-        "namespace": namespace,
-        "labels": labels,
-    }
+    metadata: dict[str, Any] = {"name": job_name(name, spec), "namespace": namespace,
+                                "labels": labels}  # fmt: skip
     if owner:
         metadata["ownerReferences"] = [owner]
     return {
@@ -173,26 +119,90 @@ def quantization_job(
         "spec": {
             "backoffLimit": quantizer.backoff_limit,
             "activeDeadlineSeconds": quantizer.active_deadline_seconds,
-            "podFailurePolicy": {
-                "rules": [
-                    {
-                        "action": "FailJob",
-                        "onExitCodes": {
-                            "containerName": "quantizer",
-                            "operator": "In",
-                            "values": [EXIT_PERMANENT],
-                        },
-                    },
-                    # A node drained or preempted is not the Job's fault.
-                    {
-                        "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
-                    },
-                ]
-            },
+            "podFailurePolicy": {"rules": _failure_policy()},
             "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
+
+
+def _storage(
+    spec: QuantizedModelSpec,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, tuple[str, bool]],
+           list[dict[str, Any]]]:  # fmt: skip
+    """Volumes, mounts, claims (claim -> (mount, read-only)) and environment of the Job."""
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, not the host's /tmp.
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HF_HUB_DISABLE_TELEMETRY", "value": "1"},
+        # llm-compressor's progress bars redraw many times a second; in a pod log that is
+        # noise. quantwise logs each calibrated layer itself.
+        {"name": "TQDM_MININTERVAL", "value": "30"},
+    ]
+    volumes: list[dict[str, Any]] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
+        {"name": "shm", "mountPath": "/dev/shm"},  # noqa: S108
+    ]
+    claims: dict[str, tuple[str, bool]] = {}  # claim -> (mount path, read-only)
+    if spec.storage is not None and spec.quantization.method != NONE:
+        claims[spec.storage.pvc.claim_name] = (ARTIFACTS_MOUNT, False)
+        # Downloads persist on the storage volume, so a retried Job does not fetch again.
+        env.append({"name": "HF_HOME", "value": f"{ARTIFACTS_MOUNT}/.cache/huggingface"})
+    else:
+        env.append({"name": "HF_HOME", "value": "/tmp/huggingface"})  # noqa: S108
+    if spec.source.pvc is not None:
+        claims.setdefault(spec.source.pvc.claim_name, (SOURCE_MOUNT, True))
+    cal = spec.quantization.calibration.pvc
+    if cal is not None and METHODS[spec.quantization.method].calibrated:
+        claims.setdefault(cal.claim_name, (CALIBRATION_MOUNT, True))
+    for index, (claim, (path, read_only)) in enumerate(claims.items()):
+        volume = f"data-{index}"
+        volumes.append(
+            {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only}}
+        )
+        mounts.append({"name": volume, "mountPath": path, "readOnly": read_only})
+    return volumes, mounts, claims, env
+
+
+def _token(spec: QuantizedModelSpec) -> list[dict[str, Any]]:
+    """HF_TOKEN from the spec's Secret (by reference: the operator never reads it)."""
+    hf = spec.source.hugging_face
+    if hf is None or hf.token_secret_ref is None:
+        return []
+    ref = {"name": hf.token_secret_ref.name, "key": hf.token_secret_ref.key}
+    return [{"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": ref}}]
+
+
+def _resources(spec: QuantizedModelSpec) -> dict[str, dict[str, str]]:
+    """The spec's CPU and memory, and its GPUs (as strings: the typed client wants them so)."""
+    quantizer = spec.quantizer
+    resources: dict[str, dict[str, Any]] = {"limits": {}, "requests": {}}
+    if quantizer.resources is not None:
+        resources["limits"].update(quantizer.resources.limits or {})
+        resources["requests"].update(quantizer.resources.requests or {})
+    if quantizer.gpus:
+        resources["limits"][GPU_RESOURCE] = quantizer.gpus
+        resources["requests"][GPU_RESOURCE] = quantizer.gpus
+    return {kind: {k: str(v) for k, v in values.items()} for kind, values in resources.items()
+            if values}  # fmt: skip
+
+
+def _failure_policy() -> list[dict[str, Any]]:
+    return [
+        {
+            "action": "FailJob",
+            "onExitCodes": {
+                "containerName": QUANTIZER_CONTAINER,
+                "operator": "In",
+                "values": [EXIT_PERMANENT],
+            },
+        },
+        # A node drained or preempted is not the Job's fault.
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+    ]
 
 
 def _remap(

@@ -239,6 +239,13 @@ def _labels(name: str, location: ModelLocation) -> dict[str, str]:
     return labels
 
 
+VLLM_CONTAINER, LEADER_CONTAINER, WORKER_CONTAINER = "vllm", "vllm-leader", "vllm-worker"
+# `vllm serve` in 0.11, 0.20 and 0.33 (the wheels' entrypoints/cli/serve.py), whatever the
+# image's ENTRYPOINT; 0.33 deprecates `python -m vllm.entrypoints.openai.api_server`.
+VLLM_SERVE = ("vllm", "serve")
+_HTTP = {"name": "http", "containerPort": PORT, "protocol": "TCP"}
+
+
 def deployment(
     name: str,
     namespace: str,
@@ -258,13 +265,11 @@ def deployment(
         raise ValueError("a plan with pipeline parallelism spans nodes: render a LeaderWorkerSet")
     labels = _labels(name, location)
     container: dict[str, Any] = {
-        "name": "vllm",
+        "name": VLLM_CONTAINER,
         "image": image or spec.serving.image or DEFAULT_IMAGE,
-        # `vllm serve` in 0.11, 0.20 and 0.33 (the wheels' entrypoints/cli/serve.py), whatever the
-        # image's ENTRYPOINT; 0.33 deprecates `python -m vllm.entrypoints.openai.api_server`.
-        "command": ["vllm", "serve"],
+        "command": [*VLLM_SERVE],
         "args": vllm_args(name, spec, plan, location),
-        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [dict(_HTTP)],
         "resources": _resources(spec, plan.tensor_parallel_size),
         **_probes(),
     }
@@ -328,59 +333,28 @@ def leader_worker_set(
         raise ValueError("a plan on one node is served by a Deployment")
     labels = _labels(name, location)
     image = image or spec.serving.image or DEFAULT_IMAGE
-    resources = _resources(spec, plan.tensor_parallel_size)
     args = vllm_args(name, spec, plan, location)
     serve_args = [args[1], *args[2:]]  # the model is positional for `vllm serve`
-    http = {"name": "http", "containerPort": PORT, "protocol": "TCP"}
-    leader: dict[str, Any]
-    worker: dict[str, Any]
     if version_of(image, spec.serving.vllm_version) >= MULTINODE_MP_FROM:
-        nodes = _flags(
-            (Flag.DISTRIBUTED_EXECUTOR_BACKEND, "mp"),
-            (Flag.NNODES, str(plan.pipeline_parallel_size)),
-            (Flag.MASTER_ADDR, "$(LWS_LEADER_ADDRESS)"),
-            (Flag.MASTER_PORT, str(MASTER_PORT)),
-        )
-        leader = {
-            "name": "vllm-leader",
-            "image": image,
-            "command": ["vllm", "serve"],
-            "args": [*serve_args, *nodes, *_flags((Flag.NODE_RANK, "0"))],
-            "ports": [http, {"name": "dist", "containerPort": MASTER_PORT, "protocol": "TCP"}],
-        }
-        worker = {
-            "name": "vllm-worker",
-            "image": image,
-            "command": ["vllm", "serve"],
-            "args": [
-                *serve_args,
-                *nodes,
-                *_flags((Flag.NODE_RANK, "$(LWS_WORKER_INDEX)"), (Flag.HEADLESS, None)),
-            ],
-        }
+        leader, worker = _launcher_pods(serve_args, plan)
     else:
-        leader = {
-            "name": "vllm-leader",
-            "image": image,
-            "command": ["/bin/bash", "-c", LEADER_SCRIPT, "vllm-leader"],
-            "args": [*serve_args, *_flags((Flag.DISTRIBUTED_EXECUTOR_BACKEND, "ray"))],
-            "ports": [http, {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}],
-        }
-        worker = {
-            "name": "vllm-worker",
-            "image": image,
-            "command": [
-                "ray",
-                "start",
-                f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}",
-                "--block",
-                "--disable-usage-stats",
-            ],
-        }
-    leader.update({"resources": resources, **_probes()})
-    worker["resources"] = resources
-    leader_labels = {**labels, LABEL_ROLE: "leader"}
-    worker_labels = {**labels, LABEL_ROLE: "worker"}
+        leader, worker = _ray_pods(serve_args)
+    resources = _resources(spec, plan.tensor_parallel_size)
+    leader.update({"image": image, "resources": resources, **_probes()})
+    worker.update({"image": image, "resources": resources})
+    group = {
+        "size": plan.pipeline_parallel_size,
+        # A pod lost means the whole pipeline is broken: restart the group together.
+        "restartPolicy": "RecreateGroupOnPodRestart",
+        "leaderTemplate": {
+            "metadata": {"labels": {**labels, LABEL_ROLE: "leader"}},
+            "spec": _pod_spec(spec, location, leader, node_selector),
+        },
+        "workerTemplate": {
+            "metadata": {"labels": {**labels, LABEL_ROLE: "worker"}},
+            "spec": _pod_spec(spec, location, worker, node_selector),
+        },
+    }
     return {
         "apiVersion": f"{LWS_GROUP}/{LWS_VERSION}",
         "kind": LWS_KIND,
@@ -392,21 +366,50 @@ def leader_worker_set(
                 "type": "RollingUpdate",
                 "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0},
             },
-            "leaderWorkerTemplate": {
-                "size": plan.pipeline_parallel_size,
-                # A pod lost means the whole pipeline is broken: restart the group together.
-                "restartPolicy": "RecreateGroupOnPodRestart",
-                "leaderTemplate": {
-                    "metadata": {"labels": leader_labels},
-                    "spec": _pod_spec(spec, location, leader, node_selector),
-                },
-                "workerTemplate": {
-                    "metadata": {"labels": worker_labels},
-                    "spec": _pod_spec(spec, location, worker, node_selector),
-                },
-            },
+            "leaderWorkerTemplate": group,
         },
     }
+
+
+def _launcher_pods(
+    serve_args: list[str], plan: PlanStatus
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Leader and worker containers of vLLM's own multi-node launcher (0.20 and later)."""
+    nodes = _flags(
+        (Flag.DISTRIBUTED_EXECUTOR_BACKEND, "mp"),
+        (Flag.NNODES, str(plan.pipeline_parallel_size)),
+        (Flag.MASTER_ADDR, "$(LWS_LEADER_ADDRESS)"),
+        (Flag.MASTER_PORT, str(MASTER_PORT)),
+    )
+    leader = {
+        "name": LEADER_CONTAINER,
+        "command": [*VLLM_SERVE],
+        "args": [*serve_args, *nodes, *_flags((Flag.NODE_RANK, "0"))],
+        "ports": [dict(_HTTP), {"name": "dist", "containerPort": MASTER_PORT, "protocol": "TCP"}],
+    }
+    rank = _flags((Flag.NODE_RANK, "$(LWS_WORKER_INDEX)"), (Flag.HEADLESS, None))
+    worker = {
+        "name": WORKER_CONTAINER,
+        "command": [*VLLM_SERVE],
+        "args": [*serve_args, *nodes, *rank],
+    }
+    return leader, worker
+
+
+def _ray_pods(serve_args: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Leader and worker containers of the Ray recipe (before vLLM 0.20)."""
+    leader = {
+        "name": LEADER_CONTAINER,
+        "command": ["/bin/bash", "-c", LEADER_SCRIPT, LEADER_CONTAINER],
+        "args": [*serve_args, *_flags((Flag.DISTRIBUTED_EXECUTOR_BACKEND, "ray"))],
+        "ports": [dict(_HTTP), {"name": "ray", "containerPort": RAY_PORT, "protocol": "TCP"}],
+    }
+    join = f"--address=$(LWS_LEADER_ADDRESS):{RAY_PORT}"
+    worker = {
+        "name": WORKER_CONTAINER,
+        "command": ["ray", "start", join, "--block", "--disable-usage-stats"],
+    }
+    return leader, worker
 
 
 def service(

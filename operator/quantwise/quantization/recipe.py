@@ -2,7 +2,9 @@
 
 :func:`recipe_for` returns the modifiers ``quantwise quantize`` hands to llm-compressor's
 ``oneshot``, each as a class name and keyword arguments, so the choice is tested without torch;
-:func:`build_modifiers` turns them into llm-compressor objects inside the Job.
+the Job turns them into llm-compressor objects (quantwise.jobs.quantize). :func:`checkpoint_of`
+reads the recipe as the checkpoint it will write, so the kernel check before a Job is made checks
+exactly what the Job will produce.
 
 The schemes follow llm-compressor's presets (compressed_tensors/quantization/quant_scheme.py:
 W4A16, W4A16_ASYM, W8A16, INT8_W8A8, FP8, FP8_DYNAMIC) with the group size and symmetry of the
@@ -15,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from quantwise.quantization.config import CheckpointQuantization, parse_compressed_tensors
+from quantwise.quantization.methods import DEFAULT_IGNORE, METHODS, QUANTIZING
+
 # SmoothQuant migration strength for W8A8-INT8, llm-compressor's example value
 # (examples/quantization_w8a8_int8/llama3_example.py: smoothing_strength=0.8).
 SMOOTHING_STRENGTH = 0.8
-
-# Calibration is needed for the static scales of these methods (activations, AWQ's search,
-# GPTQ's Hessians); fp8-dynamic computes activation scales at run time.
-CALIBRATED_METHODS = frozenset({"awq", "gptq", "w8a8-int8", "fp8"})
 
 
 class RecipeError(ValueError):
@@ -37,13 +38,14 @@ class QuantizeRequest:
     group_size: int | None = None
     symmetric: bool = True
     kv_cache_fp8: bool = False
-    ignore: tuple[str, ...] = ("lm_head",)
+    ignore: tuple[str, ...] = DEFAULT_IGNORE
     calibrated: bool = True
 
     @property
     def needs_calibration(self) -> bool:
         """True when oneshot needs calibration samples for this request."""
-        return self.method in CALIBRATED_METHODS or (self.kv_cache_fp8 and self.calibrated)
+        known = METHODS.get(self.method)
+        return (known is not None and known.calibrated) or (self.kv_cache_fp8 and self.calibrated)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def recipe_for(request: QuantizeRequest) -> list[Modifier]:
     if request.kv_cache_fp8 and request.calibrated:
         kv = {"kv_cache_scheme": dict(KV_CACHE_FP8)}
     if method in ("awq", "gptq"):
-        allowed = (4,) if method == "awq" else (4, 8)
+        allowed = METHODS[method].bits
         if bits not in allowed:
             raise RecipeError(
                 f"--bits {bits}: {method} produces {' or '.join(map(str, allowed))}-bit weights"
@@ -144,40 +146,36 @@ def recipe_for(request: QuantizeRequest) -> list[Modifier]:
             }  # fmt: skip
         quant = {"config_groups": {"group_0": scheme}, "ignore": ignore, **kv}
         return [Modifier("QuantizationModifier", quant)]
-    raise RecipeError(
-        f"--method {method}: quantwise quantize produces awq, gptq, w8a8-int8, fp8, fp8-dynamic"
-    )
+    raise RecipeError(f"--method {method}: quantwise quantize produces {', '.join(QUANTIZING)}")
 
 
-def build_modifiers(modifiers: list[Modifier]) -> list[Any]:
-    """Instantiate the modifiers with llm-compressor (imported here: the Job image has it)."""
-    from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
-    from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
-    from llmcompressor.modifiers.transform import AWQModifier, SmoothQuantModifier
+def _format(group: dict[str, Any]) -> str:
+    """The compressed-tensors format llm-compressor saves a scheme in.
 
-    classes: dict[str, Any] = {
-        "AWQModifier": AWQModifier,
-        "GPTQModifier": GPTQModifier,
-        "QuantizationModifier": QuantizationModifier,
-        "SmoothQuantModifier": SmoothQuantModifier,
+    compressed-tensors' infer_quantization_format: integer weights alone are packed, FP8 ones
+    float-quantized, integer weights with integer activations int-quantized.
+    """
+    weights = group["weights"]
+    if weights["type"] == "float":
+        return "float-quantized"
+    return "int-quantized" if "input_activations" in group else "pack-quantized"
+
+
+def checkpoint_of(modifiers: list[Modifier]) -> CheckpointQuantization:
+    """The quantization the checkpoint of this recipe will declare in its config.json.
+
+    The recipe's last quantizing modifier holds the scheme llm-compressor writes as
+    ``quantization_config`` (``config_groups``, ``ignore``, ``kv_cache_scheme``): it is read
+    back here as any compressed-tensors checkpoint is.
+    """
+    quant = next(m.kwargs for m in reversed(modifiers) if "config_groups" in m.kwargs)
+    groups = quant["config_groups"]
+    config: dict[str, Any] = {
+        "quant_method": "compressed-tensors",
+        "format": _format(next(iter(groups.values()))),
+        "config_groups": groups,
+        "ignore": quant.get("ignore") or [],
     }
-    built: list[Any] = []
-    for modifier in modifiers:
-        kwargs = dict(modifier.kwargs)
-        if "config_groups" in kwargs:
-            kwargs["config_groups"] = {
-                name: QuantizationScheme(
-                    targets=group["targets"],
-                    weights=QuantizationArgs(**group["weights"]),
-                    input_activations=(
-                        QuantizationArgs(**group["input_activations"])
-                        if "input_activations" in group
-                        else None
-                    ),
-                )
-                for name, group in kwargs["config_groups"].items()
-            }
-        if "kv_cache_scheme" in kwargs:
-            kwargs["kv_cache_scheme"] = QuantizationArgs(**kwargs["kv_cache_scheme"])
-        built.append(classes[modifier.kind](**kwargs))
-    return built
+    if "kv_cache_scheme" in quant:
+        config["kv_cache_scheme"] = quant["kv_cache_scheme"]
+    return parse_compressed_tensors(config)

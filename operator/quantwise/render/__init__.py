@@ -1,0 +1,1 @@
+"""Pure: the manifests quantwise creates (Job, Deployment, LeaderWorkerSet, Service)."""
