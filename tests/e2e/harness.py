@@ -23,8 +23,10 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,11 @@ TEST_CONTEXT_PREFIXES = ("kind-", "minikube", "k3d-", "docker-desktop", "rancher
 LOOPBACK = ("127.", "localhost", "[::1]")
 GROUP, VERSION, PLURAL = "quantwise.dev", "v1alpha1", "quantizedmodels"
 E2E_LABEL = "quantwise.dev/e2e"
+# Several e2e sessions may share one control plane: each labels its stand-in nodes with its own
+# session, and every pod a test makes selects them (ON_OUR_NODES), so no session runs another's.
+SESSION = uuid.uuid4().hex[:5]
+SESSION_LABEL = "quantwise.dev/e2e-session"
+ON_OUR_NODES = {SESSION_LABEL: SESSION}
 # A vLLM start-up log's KV-cache lines (vllm/v1/core/kv_cache_utils.py), served by the stand-in
 # as every serving pod's log: the operator's measured feedback reads something true in form.
 SERVING_LOG = """\
@@ -219,6 +226,12 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 # ----- kubelet stand-ins -----
 
 
+def _free_port(address: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return int(probe.getsockname()[1])
+
+
 def standin_path() -> Path:
     return Path(
         os.environ.get("QUANTWISE_STANDIN") or ROOT.parent / "shared/k8s/standin_kubelet.py"
@@ -247,6 +260,7 @@ class Nodes:
         self.cluster = cluster
         self.workdir = workdir
         self.started: list[Node] = []
+        self.session = SESSION
         self.serving_log = workdir / "vllm-startup.log"
         self.serving_log.write_text(SERVING_LOG)
         self._stop = threading.Event()
@@ -287,15 +301,19 @@ class Nodes:
             pytest.skip(
                 f"no kubelet stand-in at {script}: set QUANTWISE_STANDIN to standin_kubelet.py"
             )
-        index = len(self.started) + 2
+        # Several e2e sessions may share one control plane: a node's name carries this
+        # session's suffix, and its kubelet port is a free one on an address of its own.
+        name = f"{name}-{self.session}"
+        address = f"127.0.{random.randrange(1, 255)}.{random.randrange(2, 255)}"
+        port = _free_port(address)
         root = root or self.workdir / name
         root.mkdir(parents=True, exist_ok=True)
         quantwise = shutil.which("quantwise", path=str(Path(sys.executable).parent))
         assert quantwise, "the quantwise command is not installed next to this Python"
-        labels = {"quantwise.dev/e2e-node": name, **(labels or {})}
+        labels = {"quantwise.dev/e2e-node": name, SESSION_LABEL: SESSION, **(labels or {})}
         argv = [
             sys.executable, str(script), "--root", str(root), "--quantwise", quantwise,
-            "--node", name, "--address", f"127.0.0.{index}", "--kubelet-port", str(10250 + index),
+            "--node", name, "--address", address, "--kubelet-port", str(port),
             "--gpus", str(gpus), "--product", product, "--memory-mib", str(memory_mib), "--cc", cc,
         ]  # fmt: skip
         for key, value in labels.items():

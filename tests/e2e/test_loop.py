@@ -18,6 +18,7 @@ from typing import Any
 import lupa
 import pytest
 from harness import (
+    ON_OUR_NODES,
     ROOT,
     Cluster,
     Node,
@@ -50,7 +51,8 @@ def manifest(method: str = "awq", **serving: Any) -> dict[str, Any]:
         "source": {"pvc": {"claimName": "models", "path": "base/tiny-llama"}},
         "quantization": quantization,
         "serving": {"gpu": {"product": "H100-80GB"}, "maxModelLen": 4096, "concurrency": 4,
-                    **serving},
+                    "nodeSelector": dict(ON_OUR_NODES), **serving},
+        "quantizer": {"nodeSelector": dict(ON_OUR_NODES)},
     }  # fmt: skip
     if method != "none":
         spec["storage"] = {"pvc": {"claimName": "models", "path": "quantized"}}
@@ -311,7 +313,7 @@ def test_an_unreadable_pod_log_does_not_hold_ready(
     try:
         volume(cluster, namespace, node, tiny_model, calibration)
         run_operator(namespace)
-        pin = {"quantwise.dev/e2e-node": node.name}
+        pin = {**ON_OUR_NODES, "quantwise.dev/e2e-node": node.name}
         body = manifest("awq", nodeSelector=pin)
         body["spec"]["quantizer"] = {"nodeSelector": pin}
         create_model(cluster, namespace, body)
