@@ -1,15 +1,19 @@
-"""Reconcile at scale: N QuantizedModels from report to Deployment, the operator a real process.
+"""Reconcile at scale: N QuantizedModels from creation to Deployment, then a quiet fleet.
 
-The operator runs as ``quantwise run`` in a child process (so its CPU time and peak RSS are its
-own) against kmock, an in-process mock API server (``tests/support/kmockx.py``). N models are
-created at once; the benchmark plays the Job controller (a pod with the report, the Job
-complete) and waits until every model is Deploying with its Deployment and Service applied and
-the operator has gone quiet. N=0 is the idle operator, the baseline the others grow from.
+The operator runs as a process of its own (``quantwise run``, so its CPU time and peak RSS are
+its own) against kmock, an in-process mock API server (``tests/support/kmockx.py``). N models
+are created at once; the benchmark plays the Job controller (a pod with the report, the Job
+complete) and waits until every model has its Deployment and Service and the operator is quiet.
+Then, with nothing changing, it counts the operator's requests over a window that covers
+several periodic resyncs (the resync interval is shortened for the run): a fleet at rest.
 
-Prints, per N: wall time from creation to the last Deployment, operator requests per model (of
-the mock server), operator CPU seconds and peak RSS. Run:
-``python -m benchmarks.reconcile [--n 10 100 1000]``. A real API server is not driven here:
-the Jobs would start real quantizer pods.
+The same is measured for a bare Kopf operator that makes the same writes (benchmarks/
+bare_operator.py: create a Job, patch status, apply a Deployment and a Service, patch status):
+the baseline. Prints, per N and operator: wall time from creation to the last Deployment,
+requests per model (and by verb and resource), requests per model per hour at rest, CPU
+seconds and peak RSS. Run: ``python -m benchmarks.reconcile [--n 0 100 1000] [--rest 20]``.
+``--cluster`` runs quantwise against the cluster KUBECONFIG names instead (the real control
+plane of ../shared/k8s with its kubelet stand-in: Jobs really run there, so use a small N).
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ import asyncio
 import contextlib
 import copy
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +46,7 @@ from support.kmockx import (  # noqa: E402
     DEPLOYMENTS,
     JOBS,
     QM,
+    SERVICES,
     ApiServerEmulator,
     declare_resources,
     objects,
@@ -49,16 +54,36 @@ from support.kmockx import (  # noqa: E402
     watches,
 )
 
+# Resync every few seconds during the run, so that the window at rest covers several.
+RESYNC_SECONDS = 2.0
+OPERATORS = ("quantwise", "bare-kopf")
+
 
 @dataclass
 class Result:
-    """One run."""
+    """One run of one operator at one N."""
 
+    operator: str
     models: int
     wall_seconds: float
     requests: int
-    cpu_seconds: float
-    peak_rss_mib: float
+    by_verb: Counter[str] = field(default_factory=Counter)
+    rest_requests: int = 0
+    rest_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_rss_mib: float = 0.0
+
+    @property
+    def per_model(self) -> float:
+        """Requests per model from creation to the last Deployment."""
+        return self.requests / self.models if self.models else 0.0
+
+    @property
+    def rest_per_model_hour(self) -> float:
+        """Requests per model per hour with nothing changing (watch streams not counted)."""
+        if not self.models or not self.rest_seconds:
+            return 0.0
+        return self.rest_requests / self.models / (self.rest_seconds / 3600)
 
 
 def _kubeconfig(url: str, directory: str) -> str:
@@ -99,10 +124,6 @@ async def _finish(server: Any, job: str, message: str) -> None:
     )
 
 
-def _phases(server: Any) -> set[str | None]:
-    return {(m.get("status") or {}).get("phase") for m in objects(server, QM).values()}
-
-
 async def _quiet(server: Any, seconds: float, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     count, since = len(operator_calls(server)), time.monotonic()
@@ -112,58 +133,53 @@ async def _quiet(server: Any, seconds: float, timeout: float) -> None:
             count, since = now, time.monotonic()
 
 
-async def run(models: int, timeout: float = 900.0) -> Result:
+def _command(operator: str) -> list[str]:
+    if operator == "quantwise":
+        return [sys.executable, "-c", "from quantwise.cli import main; main()", "run",
+                "--standalone", "-n", "ml", "--liveness", "", "--log-format", "plain"]  # fmt: skip
+    return [sys.executable, "-m", "kopf", "run", "--standalone", "-n", "ml", "--liveness", "",
+            str(ROOT / "benchmarks" / "bare_operator.py")]  # fmt: skip
+
+
+def _verb(call: Any) -> str:
+    what = f"{call.resource}/{call.subresource}" if call.subresource else call.resource
+    return f"{'apply' if call.apply else call.verb} {what}"
+
+
+async def run(models: int, operator: str, rest: float, timeout: float = 900.0) -> Result:
     """Reconcile ``models`` QuantizedModels with a fresh operator process and server."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     async with ApiServerEmulator() as server, kmock.Server(server) as http:
         declare_resources(server)
         server.history_limit = 1  # kmock's reaction matching is quadratic in its history
         with tempfile.TemporaryDirectory() as tmp, open(Path(tmp) / "operator.log", "w") as log:
             env = {**os.environ, "KUBECONFIG": _kubeconfig(str(http.url).rstrip("/"), tmp),
                    "QUANTWISE_QUANTIZER_IMAGE": "quantizer:bench",
-                   "QUANTWISE_VLLM_IMAGE": "vllm:bench"}  # fmt: skip
+                   "QUANTWISE_VLLM_IMAGE": "vllm:bench",
+                   "QUANTWISE_DRIFT_CHECK_SECONDS": str(RESYNC_SECONDS),
+                   "PYTHONPATH": str(ROOT / "operator")}  # fmt: skip
             env.pop("QUANTWISE_KUBE_SERVER", None)
-            command = [
-                sys.executable, "-c", "from quantwise.cli import main; main()", "run",
-                "--standalone", "-n", "ml", "--liveness", "", "--log-format", "plain",
-            ]  # fmt: skip
-            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(_command(operator), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT)  # fmt: skip
             try:
-                await _until(lambda: watches(server, QM) > 0 or proc.poll() is not None, 60,
-                             "the operator to watch QuantizedModels")  # fmt: skip
+                try:
+                    await _until(lambda: watches(server, QM) > 0 or proc.poll() is not None, 60,
+                                 "the operator to watch QuantizedModels")  # fmt: skip
+                except TimeoutError as exc:
+                    raise RuntimeError(f"{exc}: {Path(log.name).read_text()[-2000:]}") from exc
                 if proc.poll() is not None:
                     raise RuntimeError(f"the operator exited: {Path(log.name).read_text()[-2000:]}")
-                start_calls = len(operator_calls(server))
-                start = time.perf_counter()
-                bodies = []
-                for i in range(models):
-                    body = copy.deepcopy(MODEL)
-                    body["metadata"] = {"name": f"m{i:04d}", "namespace": "ml"}
-                    bodies.append(body)
-                base = "/apis/quantwise.dev/v1alpha1/namespaces/ml/quantizedmodels"
-                await asyncio.gather(*(server.post(base, json=b) for b in bodies))
-                if models:
-                    await _until(
-                        lambda: (
-                            len(objects(server, JOBS)) == models
-                            and _phases(server) == {"Quantizing"}
-                        ),
-                        timeout,
-                        "the Jobs",
-                    )
-                    text = dump_report(report())
-                    await asyncio.gather(*(_finish(server, j, text) for j in objects(server, JOBS)))
-                    await _until(
-                        lambda: (
-                            len(objects(server, DEPLOYMENTS)) == models
-                            and _phases(server) == {"Deploying"}
-                        ),
-                        timeout,
-                        "the Deployments",
-                    )
-                wall = time.perf_counter() - start
+                first = len(operator_calls(server))
+                result = await _drive(server, models, operator, timeout)
                 await _quiet(server, 2.0, timeout)
-                requests = len(operator_calls(server)) - start_calls
+                calls = operator_calls(server)[first:]
+                result.requests, result.by_verb = len(calls), Counter(_verb(c) for c in calls)
+                await asyncio.sleep(RESYNC_SECONDS)  # a resync after the last write
+                at_rest = len(operator_calls(server))
+                started = time.monotonic()
+                await asyncio.sleep(rest)
+                result.rest_seconds = time.monotonic() - started
+                result.rest_requests = len(operator_calls(server)) - at_rest
+                result.cpu_seconds, result.peak_rss_mib = _usage(proc.pid)
             finally:
                 proc.terminate()
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -171,35 +187,79 @@ async def run(models: int, timeout: float = 900.0) -> Result:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Result(models, wall, requests, cpu, after.ru_maxrss / 1024)  # ru_maxrss: KiB on Linux
+    return result
+
+
+def _usage(pid: int) -> tuple[float, float]:
+    """CPU seconds and peak RSS (MiB) of a running process (Linux /proc: stat, VmHWM)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (proc(5))
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak_kib = next(int(line.split()[1]) for line in status.splitlines()
+                    if line.startswith("VmHWM:"))  # fmt: skip
+    return cpu, peak_kib / 1024
+
+
+async def _drive(server: Any, models: int, operator: str, timeout: float) -> Result:
+    """Create the models, complete their Jobs, wait for every Deployment and Service."""
+    start = time.perf_counter()
+    base = "/apis/quantwise.dev/v1alpha1/namespaces/ml/quantizedmodels"
+    bodies = []
+    for i in range(models):
+        body = copy.deepcopy(MODEL)
+        body["metadata"] = {"name": f"m{i:04d}", "namespace": "ml"}
+        bodies.append(body)
+    await asyncio.gather(*(server.post(base, json=b) for b in bodies))
+    if models:
+        await _until(lambda: len(objects(server, JOBS)) == models, timeout, "the Jobs")
+        text = dump_report(report())
+        await asyncio.gather(*(_finish(server, j, text) for j in objects(server, JOBS)))
+        await _until(
+            lambda: (
+                len(objects(server, DEPLOYMENTS)) == models
+                and len(objects(server, SERVICES)) == models
+            ),
+            timeout,
+            "the Deployments and Services",
+        )
+    return Result(operator, models, time.perf_counter() - start, 0)
 
 
 def render(results: list[Result]) -> str:
-    """A Markdown table; growth is relative to the smallest non-zero N."""
+    """A Markdown table, quantwise and the bare Kopf baseline side by side."""
     lines = [
-        "| models | wall s (create -> Deployments) | requests/model | operator CPU s | "
-        "CPU ms/model over idle | peak RSS MiB |",
-        "|---|---|---|---|---|---|",
+        "| models | operator | wall s (create -> Deployments) | requests/model | "
+        "requests/model/hour at rest | CPU s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|",
     ]
-    idle = next((r.cpu_seconds for r in results if r.models == 0), 0.0)
     for r in results:
-        per = f"{r.requests / r.models:.1f}" if r.models else f"{r.requests} in all"
-        over = f"{(r.cpu_seconds - idle) / r.models * 1e3:.0f}" if r.models else "-"
-        lines.append(f"| {r.models} | {r.wall_seconds:.1f} | {per} | {r.cpu_seconds:.1f} | "
-                     f"{over} | {r.peak_rss_mib:.0f} |")  # fmt: skip
+        per = f"{r.per_model:.1f}" if r.models else f"{r.requests} in all"
+        rest = f"{r.rest_per_model_hour:.0f}" if r.models else f"{r.rest_requests} in all"
+        lines.append(f"| {r.models} | {r.operator} | {r.wall_seconds:.1f} | {per} | {rest} | "
+                     f"{r.cpu_seconds:.1f} | {r.peak_rss_mib:.0f} |")  # fmt: skip
+    lines.append("")
+    for r in results:
+        if r.models:
+            verbs = ", ".join(f"{v} {n / r.models:.1f}" for v, n in sorted(r.by_verb.items()))
+            lines.append(f"- {r.operator}, N={r.models}, requests per model: {verbs}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run each N in turn (a fresh server and operator each) and print the table."""
+    """Run each N with each operator in turn (a fresh server and process each); print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, nargs="+", default=[0, 10, 100, 1000])
+    parser.add_argument("--rest", type=float, default=20.0, help="seconds of the window at rest")
+    parser.add_argument("--operator", choices=OPERATORS, nargs="+", default=list(OPERATORS))
     args = parser.parse_args(argv)
-    results = [asyncio.run(run(n)) for n in args.n]
+    results = [asyncio.run(run(n, op, args.rest)) for n in args.n for op in args.operator]
     print(render(results))
-    print("\nPeak RSS is the largest of the operator processes so far (getrusage of children).")
+    print(
+        f"\nAt rest: {args.rest:.0f} s with nothing changing, the resync every "
+        f"{RESYNC_SECONDS:.0f} s; watch streams are not counted. Peak RSS is the largest of the "
+        "operator process's high-water mark (VmHWM)."
+    )
     return 0
 
 

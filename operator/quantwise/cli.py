@@ -1,5 +1,10 @@
 """The ``quantwise`` command: plan, render, validate, crd (offline); run (the operator); quantize and
-inspect (the Jobs' programs)."""
+inspect (the Jobs' programs).
+
+Each command imports what only it uses when it runs: ``quantwise plan`` loads no Kubernetes
+client, ``quantwise run`` no quantizer, so that each starts fast and the operator's memory holds
+only the operator.
+"""
 
 from __future__ import annotations
 
@@ -18,8 +23,6 @@ import yaml
 from pydantic import ValidationError
 
 from quantwise import API_GROUP, KIND, __version__
-from quantwise.api.crd import crd_files
-from quantwise.api.docs import DOCS_PATH, render_api_docs
 from quantwise.api.sizing import (
     expected_weights,
     gpu_from_spec,
@@ -28,13 +31,6 @@ from quantwise.api.sizing import (
 )
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
-from quantwise.jobs.quantize import (
-    QuantizeArgs,
-    configure_logging,
-    inspect_checkpoint,
-    quantize_model,
-    run_job,
-)
 from quantwise.planning.architecture import (
     Architecture,
     ArchitectureError,
@@ -61,7 +57,6 @@ from quantwise.quantization.methods import (
 )
 from quantwise.quantization.recipe import QuantizeRequest
 from quantwise.quantization.validate import validate
-from quantwise.rbac import chart_rules
 from quantwise.reconcile.validation import produced_checkpoint
 from quantwise.render.job import TERMINATION_LOG
 from quantwise.render.serving import serving_objects
@@ -389,6 +384,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
+    from quantwise.api.crd import crd_files
+
     files = crd_files()
     if args.stdout:
         print("---\n".join(files.values()), end="")
@@ -420,6 +417,8 @@ RBAC_HEADER = (
 
 def chart_files() -> dict[str, str]:
     """The chart's generated files, by path relative to the chart: CRDs and RBAC rules."""
+    from quantwise.api.crd import crd_files
+    from quantwise.rbac import chart_rules
 
     rules = RBAC_HEADER + yaml.safe_dump(chart_rules(), sort_keys=False, width=100)
     return {
@@ -449,6 +448,7 @@ def cmd_chart_files(args: argparse.Namespace) -> int:
 
 
 def cmd_api_docs(args: argparse.Namespace) -> int:
+    from quantwise.api.docs import DOCS_PATH, render_api_docs
 
     text = render_api_docs()
     target = Path(args.output or DOCS_PATH)
@@ -567,6 +567,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from quantwise.jobs.quantize import QuantizeArgs, configure_logging, quantize_model, run_job
 
     configure_logging()
     facts = METHODS[args.method]
@@ -600,6 +601,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from quantwise.jobs.quantize import configure_logging, inspect_checkpoint, run_job
 
     configure_logging()
     return run_job(

@@ -68,9 +68,9 @@ async def phase(server: Any, wanted: str) -> dict[str, Any]:
     return st
 
 
-async def make_available(server: Any) -> None:
+async def make_available(server: Any, name: str = "llama") -> None:
     resp = await server.patch(
-        "/apis/apps/v1/namespaces/ml/deployments/llama/status",
+        f"/apis/apps/v1/namespaces/ml/deployments/{name}/status",
         json={"status": {"replicas": 1, "availableReplicas": 1, "updatedReplicas": 1,
                          "observedGeneration": 1}},
         headers={"Content-Type": "application/merge-patch+json"},

@@ -126,8 +126,17 @@ def test_planner_times_one_plan_and_a_fleet() -> None:
 
 
 @pytest.mark.slow
-def test_reconcile_runs_the_operator_against_the_mock_server() -> None:
-    out = bench("benchmarks.reconcile", "--n", "0", "3")
-    row = next(line for line in out.splitlines() if line.startswith("| 3 |"))
-    requests_per_model = float(row.split("|")[3])
-    assert 10 <= requests_per_model <= 40, row
+def test_reconcile_runs_the_operator_and_the_baseline_against_the_mock_server() -> None:
+    """quantwise gets 3 models to their Deployments in at most 10 requests each (Events
+    included) and makes none with the fleet at rest; the bare Kopf baseline runs beside it."""
+    out = bench("benchmarks.reconcile", "--n", "3", "--rest", "4")
+    rows = {
+        cells[2]: cells
+        for line in out.splitlines()
+        if line.startswith("| 3 |") and (cells := [c.strip() for c in line.split("|")])
+    }
+    assert set(rows) == {"quantwise", "bare-kopf"}, out
+    quantwise = rows["quantwise"]
+    assert 5 <= float(quantwise[4]) <= 10, quantwise  # requests per model to the Deployment
+    assert float(quantwise[5]) == 0, quantwise  # requests per model per hour at rest
+    assert "create jobs 1.0" in out and "apply deployments 1.0" in out

@@ -91,9 +91,10 @@ class Reason(StrEnum):
     def announced(self) -> bool:
         """Whether a change to this reason is posted as an Event.
 
-        Steps a person follows are (JobCreated, Quantized, Planned, Applied, Available, every
-        failure); the ones in between are only in the conditions, so that a fleet's Events stay
-        few (a JobRunning, a Progressing, a FastKernel says nothing the next Event does not).
+        Steps a person follows are (JobCreated, Quantized, Applied, Available, every failure);
+        the ones in between are only in the conditions, so that a fleet's Events stay few (a
+        JobRunning, a Progressing, a FastKernel, a Planned says nothing the next Event does not:
+        Applied names the shape the plan chose, status.plan holds the rest).
         """
         return self not in _QUIET
 
@@ -105,7 +106,7 @@ _IN_PROGRESS = frozenset(
 )  # fmt: skip
 _QUIET = frozenset(
     {Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED, Reason.FAST_KERNEL,
-     Reason.LOG_UNAVAILABLE}
+     Reason.PLANNED, Reason.LOG_UNAVAILABLE}
 )  # fmt: skip
 
 

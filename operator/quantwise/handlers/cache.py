@@ -11,7 +11,6 @@ reconcile reads wake nobody.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -72,8 +71,8 @@ def model_view(body: Any) -> ModelView:
         uid=str(meta.get("uid") or ""),
         generation=int(meta.get("generation") or 0),
         resource_version=str(meta.get("resourceVersion") or ""),
-        spec=copy.deepcopy(dict(body.get("spec") or {})),
-        status=copy.deepcopy(dict(body.get("status") or {})),
+        spec=dict(body.get("spec") or {}),
+        status=dict(body.get("status") or {}),
         annotations=dict(meta.get("annotations") or {}),
         deleting=bool(meta.get("deletionTimestamp")),
     )
@@ -88,8 +87,12 @@ def owner_of(body: Any) -> str | None:
 
 
 def _plain(body: Any) -> dict[str, Any]:
-    """A Kopf body as a plain dict (a deep copy: the cache must not share Kopf's objects)."""
-    return copy.deepcopy(dict(body))
+    """A Kopf body as a plain dict, without a copy.
+
+    Kopf hands every event a body of its own and never changes one, and the caches keep only
+    parts of it that nothing changes either.
+    """
+    return dict(body)
 
 
 # ----- the indexes (Kopf calls these for every event, before any handler) -----
@@ -207,8 +210,10 @@ async def child_event(
         metrics.record_job(_plain(body))
         essence: Any = trim_job(_plain(body))["status"]
     else:
-        view = applied_view({**_plain(body), "kind": kind}, FIELD_MANAGER)
-        essence = [view.applied, view.digest, view.edited, view.workload]
+        index = {"Deployment": "deployments", "Service": "services"}.get(kind, "leaderworkersets")
+        found = kwargs[index].get((namespace, str(body.get("metadata", {}).get("name"))))
+        view = next(iter(found), None) if found is not None else None  # what the index made
+        essence = None if view is None else [view.applied, view.digest, view.edited, view.workload]
     _wake(memo, kwargs, kind, body, (namespace, owner), essence, event.get("type") == "DELETED")
 
 

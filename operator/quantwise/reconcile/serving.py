@@ -68,8 +68,9 @@ def readiness(workload: WorkloadState | None, replicas: int) -> tuple[bool, Reas
     """Whether the workload serves ``replicas`` up-to-date replicas, why not, in words."""
     if replicas == 0:
         return False, Reason.SCALED_TO_ZERO, "spec.serving.replicas is 0"
-    if workload is None:
-        return False, Reason.PROGRESSING, "the Deployment is being created"
+    # Not there yet reads as a rollout with nothing up: the same words the workload's first
+    # status gives, so that its arrival changes nothing in the status (no write).
+    workload = workload or WorkloadState()
     if workload.observed_generation < workload.generation or workload.updated_replicas < replicas:
         return (
             False,
