@@ -55,9 +55,11 @@ API_CALLS: tuple[ApiCall, ...] = (
     ApiCall("", "pods", ("list", "watch")),
     ApiCall("", "pods/log", ("get",)),
     ApiCall("apps", "deployments", ("list", "watch", "create", "patch", "delete")),
+    ApiCall("apps", "deployments/scale", ("patch",)),
     ApiCall("", "services", ("list", "watch", "create", "patch")),
     ApiCall("", "events", ("create",)),
     ApiCall(LWS_GROUP, LWS_PLURAL, ("list", "watch", "create", "patch", "delete")),
+    ApiCall(LWS_GROUP, f"{LWS_PLURAL}/scale", ("patch",)),
     # GPU inventory: Kopf indexes the nodes that GPU Feature Discovery labelled.
     ApiCall("", "nodes", ("list", "watch"), cluster_scoped=True),
 )
@@ -278,6 +280,20 @@ class Kube:
         else:
             raise ValueError(f"quantwise does not apply {kind} objects")
         return _json(response)
+
+    def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
+        """Set a Deployment's or LeaderWorkerSet's replicas (the scale subresource)."""
+        body = {"spec": {"replicas": replicas}}
+        if kind == "Deployment":
+            self._call(self.apps.patch_namespaced_deployment_scale, name, namespace, body,
+                       _preload_content=False)  # fmt: skip
+        elif kind == "LeaderWorkerSet":
+            self._call(
+                self.custom.patch_namespaced_custom_object_scale,
+                LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body, _preload_content=False,
+            )  # fmt: skip
+        else:
+            raise ValueError(f"quantwise does not scale {kind} objects")
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a Deployment or LeaderWorkerSet (gone already is success); pods follow."""

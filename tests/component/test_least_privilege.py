@@ -4,7 +4,9 @@ One model goes through its whole life against the real operator: its Job fails a
 (the old Job deleted), the new Job succeeds, the Deployment and Service are applied (created),
 become available, are re-applied after a spec change and after a hand edit; the plan then
 spans nodes (a LeaderWorkerSet replaces the Deployment, its leader's log is read) and comes
-back to one node; the model is deleted. Every request the operator sent is recorded and turned into RBAC rules, which must
+back to one node; on each kind, a Recreate update stops the old server through its scale
+subresource; the model is deleted. Every request the operator sent is recorded and turned into
+RBAC rules, which must
 equal the rules the chart renders from :data:`quantwise.k8s.API_CALLS`: a verb the code uses
 and the chart does not grant fails here (it would fail with 403 in a cluster), and so does a
 verb the chart grants that nothing uses. No request touches a Secret.
@@ -45,6 +47,19 @@ async def merge_patch(server: Any, path: str, body: dict[str, Any]) -> None:
     assert resp.status < 300, await resp.text()
 
 
+async def recreate(server: Any, resource: str, kind: Any, group: int) -> None:
+    """A Recreate update: the server is scaled to zero, the new Job runs, the server returns."""
+    before = set(objects(server, JOBS))
+    await patch_spec(server, {"serving": {"updateStrategy": "Recreate"},
+                              "quantization": {"groupSize": group}})  # fmt: skip
+    await eventually(lambda: objects(server, kind)["llama"]["spec"]["replicas"] == 0)
+    scaled = [c for c in operator_calls(server) if c.subresource == "scale"]
+    assert (scaled[-1].verb, scaled[-1].resource) == ("patch", resource)
+    job = await eventually(lambda: next((j for j in objects(server, JOBS) if j not in before), 0))
+    await finish_job(server, job, dump_report(report(group=group)))
+    await eventually(lambda: objects(server, kind)["llama"]["spec"]["replicas"] == 1)
+
+
 async def test_the_operator_calls_exactly_what_the_chart_grants(server: Any) -> None:
     async with fast(server):
         await create(server)
@@ -69,6 +84,7 @@ async def test_the_operator_calls_exactly_what_the_chart_grants(server: Any) -> 
         await eventually(
             lambda: objects(server, DEPLOYMENTS)["llama"]["spec"]["replicas"] == 1, timeout=10
         )
+        await recreate(server, "deployments", DEPLOYMENTS, group=64)
         # Across nodes: a LeaderWorkerSet replaces the Deployment; its leader's log is read.
         await patch_spec(server, {"serving": ACROSS_NODES})
         lws = await eventually(lambda: objects(server, LWS).get("llama"))
@@ -78,6 +94,7 @@ async def test_the_operator_calls_exactly_what_the_chart_grants(server: Any) -> 
         await patch_status(server, LWS, "ml", "llama",
                            {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1})  # fmt: skip
         await eventually(lambda: status(server)["plan"].get("measured"))
+        await recreate(server, "leaderworkersets", LWS, group=32)
         # And back on one node: the LeaderWorkerSet goes.
         await patch_spec(server, {"serving": {"gpu": {"product": "H100-80GB"}, "maxNodes": 2}})
         await eventually(lambda: "llama" not in objects(server, LWS))

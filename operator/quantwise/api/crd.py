@@ -138,6 +138,11 @@ def _printer_columns() -> list[dict[str, Any]]:
             "type": "string",
             "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
         },
+        {
+            "name": "Update",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Updating")].reason',
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "GPU", "type": "string", "jsonPath": ".status.plan.gpu", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},

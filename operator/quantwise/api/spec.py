@@ -492,6 +492,15 @@ class Serving(ApiModel):
         "needs, up to this.",
     )
     replicas: int = Field(default=1, ge=0, le=1000, description="vLLM replicas.")
+    update_strategy: Literal["RollingUpdate", "Recreate"] = Field(
+        default="RollingUpdate",
+        description="How an update reaches the GPUs. RollingUpdate: no downtime; the old "
+        "server keeps serving while a new artifact is made (its Job needs spec.quantizer.gpus "
+        "more GPUs) and while new replicas start one at a time (one replica's GPUs more); when "
+        "no GPU is free, the Updating condition and an Event say so and what to do. Recreate: "
+        "the old server is stopped first (downtime until the new one serves), so an update "
+        "needs no GPU beyond what the model holds: for a cluster without spare GPUs.",
+    )
     served_model_name: str | None = Field(
         default=None,
         min_length=1,

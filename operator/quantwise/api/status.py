@@ -37,6 +37,7 @@ class ConditionType(StrEnum):
     DEPLOYED = "Deployed"
     KV_CACHE_VERIFIED = "KVCacheVerified"
     READY = "Ready"
+    UPDATING = "Updating"
 
 
 class Reason(StrEnum):
@@ -76,6 +77,14 @@ class Reason(StrEnum):
     UNAVAILABLE = "Unavailable"
     SCALED_TO_ZERO = "ScaledToZero"
     INVALID_SPEC = "InvalidSpec"
+    # Updating (and Ready, under Recreate)
+    NEW_ARTIFACT = "NewArtifact"
+    WAITING_FOR_GPU = "WaitingForGPU"
+    ROLLING_OUT = "RollingOut"
+    ROLLOUT_WAITING_FOR_GPU = "RolloutWaitingForGPU"
+    RECREATING = "Recreating"
+    UPDATE_FAILED = "UpdateFailed"
+    UP_TO_DATE = "UpToDate"
 
     @classmethod
     def of(cls, text: str) -> Reason | None:
@@ -86,6 +95,11 @@ class Reason(StrEnum):
     def in_progress(self) -> bool:
         """A False condition with this reason means "not yet", not "wrong" (no Warning)."""
         return self in _IN_PROGRESS
+
+    @property
+    def warns(self) -> bool:
+        """Posted as a Warning even on a True condition: something waits for the user."""
+        return self in _WARNS
 
     @property
     def announced(self) -> bool:
@@ -102,11 +116,12 @@ class Reason(StrEnum):
 _BY_VALUE: dict[str, Reason] = {r.value: r for r in Reason}
 _IN_PROGRESS = frozenset(
     {Reason.JOB_CREATED, Reason.JOB_PENDING, Reason.JOB_RUNNING, Reason.JOB_RETRYING,
-     Reason.PROGRESSING, Reason.SCALED_TO_ZERO}
+     Reason.PROGRESSING, Reason.SCALED_TO_ZERO, Reason.RECREATING, Reason.UP_TO_DATE}
 )  # fmt: skip
+_WARNS = frozenset({Reason.WAITING_FOR_GPU, Reason.ROLLOUT_WAITING_FOR_GPU})
 _QUIET = frozenset(
     {Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED, Reason.FAST_KERNEL,
-     Reason.PLANNED, Reason.LOG_UNAVAILABLE}
+     Reason.PLANNED, Reason.LOG_UNAVAILABLE, Reason.ROLLING_OUT, Reason.UP_TO_DATE}
 )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ from quantwise.reconcile.observe import (
     applied_view,
     desired_hash,
     job_state,
+    pending_message,
     trim_job,
 )
 from quantwise.reconcile.state import (
@@ -40,6 +41,7 @@ from quantwise.reconcile.state import (
     Observation,
     Outcome,
     PostEvent,
+    Scale,
 )
 from quantwise.reconcile.validation import kernel_validator
 from quantwise.render.names import FIELD_MANAGER, LABEL_ROLE, job_name
@@ -86,6 +88,7 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
         lws_installed=lws_installed, leader_worker_set=lws.workload if lws else None,
         inventory=rt.inventory() if spec is not None and spec.serving.gpu is None else None,
         vllm_log=vllm_log, vllm_log_error=log_error,
+        serving_pending=pending_message(rt.serving_pods(ns, name)),
     )  # fmt: skip
     return obs, log_error
 
@@ -154,6 +157,10 @@ def execute(rt: Runtime, model: ModelView, outcome: Outcome) -> None:
                      action.object_kind)  # fmt: skip
             rt.kube.delete(action.object_kind, ns, action.name)
             _gone(rt, (action.object_kind, ns, action.name), live.resource_version)
+        elif isinstance(action, Scale):
+            log.info("%s/%s: scaling %s to %d", ns, model.name, action.object_kind,
+                     action.replicas)  # fmt: skip
+            rt.kube.scale(action.object_kind, ns, action.name, action.replicas)
         elif isinstance(action, PostEvent):
             # Through the seam, not kopf.event(): worker threads have no Kopf context.
             rt.kube.create_event(model.body, "Warning" if action.warning else "Normal",

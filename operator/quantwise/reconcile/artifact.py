@@ -8,6 +8,8 @@ reconcile with a condition that says why and what to change.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from quantwise.api.report import QuantizeError, QuantizeReport, ReportError, parse_report
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus, ConditionType, Phase, Reason
@@ -17,7 +19,6 @@ from quantwise.reconcile.state import (
     CreateJob,
     Decision,
     DeleteJob,
-    Outcome,
     Validator,
     owner_reference,
 )
@@ -34,6 +35,17 @@ _JOB_EXPECTED = frozenset({Reason.JOB_CREATED, Reason.JOB_RUNNING, Reason.JOB_PE
                            Reason.JOB_DELETED})  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """The artifact is not there yet (or cannot be made): the phase meanwhile, and why."""
+
+    phase: Phase
+    permanent: bool = False
+    retry: str | None = None
+    job_pending: str | None = None
+    """The scheduler's message when the Job's pod waits for a node."""
+
+
 def artifact_stage(
     d: Decision,
     spec: QuantizedModelSpec,
@@ -41,8 +53,8 @@ def artifact_stage(
     settings: Settings,
     validator: Validator | None,
     gpu: GPU | None,
-) -> ArtifactStatus | Outcome:
-    """The artifact to serve, or the Outcome that ends this reconcile while it is made."""
+) -> ArtifactStatus | Waiting:
+    """The artifact to serve, or how things stand while it is made (or why it cannot be)."""
     known = d.current.artifact
     if known is not None and known.hash == hash_:
         done = d.condition(QUANTIZED)
@@ -59,7 +71,7 @@ def artifact_stage(
     if state is not None and state.failed and retry_requested:
         d.act(DeleteJob(name=job))
         d.set(QUANTIZED, False, Reason.JOB_RETRYING, f"deleting failed Job {job} to run it again")
-        return d.finish(working, retry=retry)
+        return Waiting(working, retry=retry)
     if state is None:
         return _create_job(
             d, spec, job, settings, validator, gpu, retry if retry_requested else None
@@ -67,16 +79,16 @@ def artifact_stage(
     if state.failed:
         reason, message = job_failure(state)
         d.set(QUANTIZED, False, reason, message)
-        return d.finish(Phase.FAILED, permanent=True)
+        return Waiting(Phase.FAILED, permanent=True)
     verb = "inspect" if spec.quantization.method == "none" else "quantize"
     if not state.succeeded:
         if state.pod_pending:
             detail = f": {state.pod_pending_message}" if state.pod_pending_message else ""
             d.set(QUANTIZED, False, Reason.JOB_PENDING,
                   f"Job {job} is waiting for its pod to start{detail}")  # fmt: skip
-            return d.finish(Phase.PENDING)
+            return Waiting(Phase.PENDING, job_pending=state.pod_pending_message)
         d.set(QUANTIZED, False, Reason.JOB_RUNNING, f"Job {job} is running ({verb})")
-        return d.finish(working)
+        return Waiting(working)
     return _from_report(d, spec, hash_, job, state.termination_message)
 
 
@@ -88,7 +100,7 @@ def _create_job(
     validator: Validator | None,
     gpu: GPU | None,
     retry: str | None,
-) -> Outcome:
+) -> Waiting:
     """No Job: create it, unless it was deleted by someone or vLLM could not load the result."""
     quantized = d.condition(QUANTIZED)
     deleted = (
@@ -99,13 +111,13 @@ def _create_job(
         d.set(QUANTIZED, False, Reason.JOB_DELETED,
               f"Job {job} was deleted before it finished; set the annotation "
               f"{RETRY_ANNOTATION} to any new value to run it again")  # fmt: skip
-        return d.finish(Phase.FAILED, permanent=True)
+        return Waiting(Phase.FAILED, permanent=True)
     preflight = validator(spec, None, gpu) if validator is not None else None
     if preflight is not None and preflight.verdict == "unsupported":
         d.set(ConditionType.VALIDATED, False, Reason.UNSUPPORTED,
               "not quantized: the serving vLLM could not load the result; "
               + "; ".join(preflight.messages))  # fmt: skip
-        return d.finish(Phase.FAILED, permanent=True)
+        return Waiting(Phase.FAILED, permanent=True)
     obs = d.obs
     body = quantization_job(obs.name, obs.namespace, spec, settings.quantizer_image,
                             owner_reference(obs))  # fmt: skip
@@ -113,21 +125,21 @@ def _create_job(
     verb = "inspect" if spec.quantization.method == "none" else "quantize"
     d.set(QUANTIZED, False, Reason.JOB_CREATED, f"created Job {job} to {verb} the model")
     working = Phase.VALIDATING if spec.quantization.method == "none" else Phase.QUANTIZING
-    return d.finish(working, retry=retry) if retry is not None else d.finish(working)
+    return Waiting(working, retry=retry)
 
 
 def _from_report(
     d: Decision, spec: QuantizedModelSpec, hash_: str, job: str, message: str | None
-) -> ArtifactStatus | Outcome:
+) -> ArtifactStatus | Waiting:
     """The artifact a succeeded Job reported, or why its report cannot be used."""
     try:
         report = parse_report(message)
     except ReportError as exc:
         d.set(QUANTIZED, False, exc.reason, f"Job {job} succeeded but its report is bad: {exc}")
-        return d.finish(Phase.FAILED, permanent=True)
+        return Waiting(Phase.FAILED, permanent=True)
     if isinstance(report, QuantizeError):
         d.set(QUANTIZED, False, report.reason, report.message)
-        return d.finish(Phase.FAILED, permanent=True)
+        return Waiting(Phase.FAILED, permanent=True)
     artifact = artifact_from_report(report, spec, hash_, job, artifact_location(d.obs.name, spec))
     inspected = spec.quantization.method == "none"
     took = "" if report.reused else f" in {report.duration_seconds:.0f} s"

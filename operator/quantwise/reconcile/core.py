@@ -20,10 +20,11 @@ from pydantic import ValidationError
 from quantwise.api.sizing import gpu_from_spec
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ConditionType, Phase, Reason
-from quantwise.reconcile.artifact import artifact_stage, check_artifact_matches_spec
+from quantwise.reconcile.artifact import Waiting, artifact_stage, check_artifact_matches_spec
 from quantwise.reconcile.placement import placement_stage
 from quantwise.reconcile.serving import readiness, serving_stage, workload_of
 from quantwise.reconcile.state import Decision, Observation, Outcome, Validator
+from quantwise.reconcile.update import rollout, update_reason, while_making
 from quantwise.reconcile.verification import measured, verify_kv
 from quantwise.render.names import artifact_hash, selector_labels
 from quantwise.render.serving import endpoint
@@ -38,8 +39,8 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
         return d.finish(Phase.FAILED, permanent=True)
     gpu = gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None
     artifact = artifact_stage(d, spec, artifact_hash(spec), settings, validator, gpu)
-    if isinstance(artifact, Outcome):
-        return artifact
+    if isinstance(artifact, Waiting):
+        return while_making(d, spec, artifact)
     d.update(artifact=artifact)
     if problems := check_artifact_matches_spec(spec, artifact):
         d.set(ConditionType.VALIDATED, False, Reason.MISMATCH, "; ".join(problems))
@@ -52,7 +53,8 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
     if placed is None:
         return d.finish(Phase.FAILED, permanent=True)
     found = measured(d, placed.status)
-    plan = placed.status.model_copy(update={"measured": found}) if found else placed.status
+    reasons = [*placed.status.reasons, update_reason(spec, placed.status)]
+    plan = placed.status.model_copy(update={"measured": found, "reasons": reasons})
     d.update(plan=plan)
     d.set(ConditionType.PLANNED, True, Reason.PLANNED,
           f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu}, "
@@ -64,6 +66,7 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
     workload = workload_of(d, placed)
     ready, reason, message = readiness(workload, spec.serving.replicas)
     d.set(ConditionType.READY, ready, reason, message)
+    rollout(d, spec, plan, workload, ready)
     return d.finish(
         Phase.READY if ready else Phase.DEPLOYING,
         endpoint=endpoint(obs.name, obs.namespace),

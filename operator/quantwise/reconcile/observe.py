@@ -42,6 +42,8 @@ class WorkloadState:
     updated_replicas: int = 0
     generation: int = 0
     observed_generation: int = 0
+    desired_replicas: int | None = None
+    """``spec.replicas`` as the object is now (0 while stopped for an update)."""
 
 
 def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
@@ -86,6 +88,18 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
     )
 
 
+def pending_message(pods: list[dict[str, Any]]) -> str | None:
+    """The scheduler's message on the first of ``pods`` that waits for a node (None: none)."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        if status.get("phase") != "Pending":
+            continue
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+                return str(cond.get("message") or "unschedulable")
+    return None
+
+
 def workload_state(body: dict[str, Any]) -> WorkloadState:
     """A Deployment's or LeaderWorkerSet's replicas: updated, available (LWS: ready groups).
 
@@ -99,6 +113,7 @@ def workload_state(body: dict[str, Any]) -> WorkloadState:
         updated_replicas=status.get("updatedReplicas") or 0,
         generation=generation,
         observed_generation=generation if lws else status.get("observedGeneration") or 0,
+        desired_replicas=(body.get("spec") or {}).get("replicas"),
     )
 
 

@@ -65,12 +65,22 @@ def workload_of(d: Decision, placed: Placement) -> WorkloadState | None:
 
 
 def readiness(workload: WorkloadState | None, replicas: int) -> tuple[bool, Reason, str]:
-    """Whether the workload serves ``replicas`` up-to-date replicas, why not, in words."""
+    """Whether the workload serves ``replicas`` replicas, why not, in words.
+
+    Ready means serving: enough replicas available, whether or not a rollout of a newer plan is
+    still under way (the Updating condition says that).
+    """
     if replicas == 0:
         return False, Reason.SCALED_TO_ZERO, "spec.serving.replicas is 0"
     # Not there yet reads as a rollout with nothing up: the same words the workload's first
     # status gives, so that its arrival changes nothing in the status (no write).
     workload = workload or WorkloadState()
+    if workload.available_replicas >= replicas:
+        return (
+            True,
+            Reason.AVAILABLE,
+            (f"{workload.available_replicas} of {replicas} replicas available"),
+        )
     if workload.observed_generation < workload.generation or workload.updated_replicas < replicas:
         return (
             False,
@@ -80,10 +90,8 @@ def readiness(workload: WorkloadState | None, replicas: int) -> tuple[bool, Reas
                 f"{workload.available_replicas} available"
             ),
         )
-    if workload.available_replicas < replicas:
-        return (
-            False,
-            Reason.UNAVAILABLE,
-            (f"{workload.available_replicas} of {replicas} replicas available"),
-        )
-    return True, Reason.AVAILABLE, f"{workload.available_replicas} of {replicas} replicas available"
+    return (
+        False,
+        Reason.UNAVAILABLE,
+        (f"{workload.available_replicas} of {replicas} replicas available"),
+    )

@@ -54,6 +54,8 @@ class Observation:
     vllm_log: tuple[str, str] | None = None
     # Why a ready serving pod's log could not be read (it is tried again later).
     vllm_log_error: str | None = None
+    # The scheduler's word on a serving pod that waits for a node (a new replica in a rollout).
+    serving_pending: str | None = None
 
 
 # ----- actions -----
@@ -94,6 +96,16 @@ class Delete:
 
 
 @dataclass(frozen=True)
+class Scale:
+    """Set a workload's replicas (its scale subresource): to stop or restart it for an update."""
+
+    kind: ClassVar[str] = "scale"
+    object_kind: Literal["Deployment", "LeaderWorkerSet"]
+    name: str
+    replicas: int
+
+
+@dataclass(frozen=True)
 class PostEvent:
     """Post an Event about the QuantizedModel."""
 
@@ -103,7 +115,7 @@ class PostEvent:
     warning: bool = False
 
 
-Action = CreateJob | DeleteJob | Apply | Delete | PostEvent
+Action = CreateJob | DeleteJob | Apply | Delete | Scale | PostEvent
 
 
 @dataclass
@@ -162,7 +174,8 @@ class Decision:
         )
         known = Reason.of(reason)
         if changed and (known is None or known.announced):
-            warning = ok is False and not (known is not None and known.in_progress)
+            wrong = ok is False and not (known is not None and known.in_progress)
+            warning = wrong or (known is not None and known.warns)
             self.events.append(PostEvent(reason=reason, message=message, warning=warning))
 
     def condition(self, type_: ConditionType) -> Condition | None:
@@ -177,8 +190,15 @@ class Decision:
         """Set status fields (artifact, plan...) of the status being built."""
         self.status = self.status.model_copy(update=fields)
 
-    def finish(self, phase: Phase, permanent: bool = False, **fields: Any) -> Outcome:
-        """End the reconcile: the status with ``phase``, the actions, then the Events."""
+    def finish(
+        self, phase: Phase, permanent: bool = False, retry: str | None = None, **fields: Any
+    ) -> Outcome:
+        """End the reconcile: the status with ``phase``, the actions, then the Events.
+
+        ``retry``: the value of the retry annotation acted on (None: unchanged).
+        """
+        if retry is not None:
+            fields["retry"] = retry
         status = self.status.model_copy(
             update={"phase": phase, "conditions": self.conditions, **fields}
         )

@@ -206,6 +206,26 @@ def _pod_spec(
     return pod_spec
 
 
+def _deployment_strategy(spec: QuantizedModelSpec) -> dict[str, Any]:
+    """How a Deployment replaces its pods (spec.serving.updateStrategy).
+
+    RollingUpdate: one extra pod at a time and none taken away (no downtime, one more
+    replica's GPUs during a rollout). Recreate: the old pods go first (no extra GPU).
+    """
+    if spec.serving.update_strategy == "Recreate":
+        return {"type": "Recreate"}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def _group_rollout(spec: QuantizedModelSpec) -> dict[str, Any]:
+    """The same for a LeaderWorkerSet's groups (LWS rolls out groups; it has no Recreate)."""
+    surge, unavailable = (0, "100%") if spec.serving.update_strategy == "Recreate" else (1, 0)
+    return {
+        "type": "RollingUpdate",
+        "rollingUpdateConfiguration": {"maxSurge": surge, "maxUnavailable": unavailable},
+    }
+
+
 def _probes() -> dict[str, Any]:
     probe_http = {"path": "/health", "port": "http"}
     return {
@@ -281,12 +301,7 @@ def deployment(
         "spec": {
             "replicas": spec.serving.replicas,
             "selector": {"matchLabels": selector_labels(name)},
-            # One extra pod at a time and none taken away: no downtime, at the cost of needing
-            # the GPUs of one more replica during a rollout.
-            "strategy": {
-                "type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "strategy": _deployment_strategy(spec),
             "template": {"metadata": {"labels": {**labels}}, "spec": pod_spec},
         },
     }
@@ -362,10 +377,7 @@ def leader_worker_set(
         "spec": {
             "replicas": spec.serving.replicas,
             "startupPolicy": "LeaderCreated",
-            "rolloutStrategy": {
-                "type": "RollingUpdate",
-                "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0},
-            },
+            "rolloutStrategy": _group_rollout(spec),
             "leaderWorkerTemplate": group,
         },
     }
