@@ -330,10 +330,7 @@ def _placement_text(p: Plan, replicas: int) -> str:
             f"of its SMs, {gpu.memory_fraction * 8:.0f}/8 of its memory and bandwidth)"
         )
     elif gpu.shared:
-        where = (
-            f"a {gpu.name} shared by {gpu.shared_by} pods ({gpu.sharing}), at most "
-            f"{gpu.share_bytes / GIB:.1f} GiB of it"
-        )
+        where = f"one {gpu.name} {gpu.sharing_text}, at most {gpu.share_bytes / GIB:.1f} GiB of it"
     else:
         where = f"{p.gpus_per_replica} whole {gpu.name} GPU(s) of its own"
     return f"each of {replicas} replica(s) on {where}; {request}"

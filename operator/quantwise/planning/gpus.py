@@ -73,6 +73,14 @@ class GPU:
         return self.shared_by > 1
 
     @property
+    def sharing_text(self) -> str:
+        """``shared by N pods (time-slicing)``; empty when the pod owns the GPU."""
+        if not self.shared:
+            return ""
+        how = f" ({self.sharing})" if self.sharing else ""
+        return f"shared by {self.shared_by} pods{how}"
+
+    @property
     def share_bytes(self) -> int:
         """The memory one pod may use, in bytes: all of it, or its share of a shared GPU."""
         return self.memory_bytes // self.shared_by
@@ -241,8 +249,11 @@ def lookup_gpu(name: str) -> GPU:
     return gpu
 
 
-def shared_gpu(gpu: GPU, replicas: int, sharing: str = "time-slicing") -> GPU:
-    """``gpu`` shared by ``replicas`` pods (time-slicing or MPS): one pod may use its share."""
+def shared_gpu(gpu: GPU, replicas: int, sharing: str | None = None) -> GPU:
+    """``gpu`` shared by ``replicas`` pods: one pod may use its share.
+
+    ``sharing`` is how, when known: ``time-slicing`` or ``mps``.
+    """
     if replicas < 1:
         raise ValueError(f"a GPU is shared by at least 1 pod, got {replicas}")
     if replicas == 1:

@@ -98,14 +98,14 @@ class NodeGpus:
     count: int
     memory_mib: int | None = None
     compute_capability: tuple[int, int] | None = None
-    devices: tuple[Device, ...] = ()
-    """What a pod can request there; empty: ``count`` whole GPUs of ``product``."""
+    devices: tuple[Device, ...] | None = None
+    """What a pod can request there; None (not parsed): ``count`` whole GPUs of ``product``."""
     labels: tuple[tuple[str, str], ...] = ()
     """The node's labels, to match a spec's nodeSelector."""
 
     def offers(self) -> tuple[Device, ...]:
         """The devices of the node (whole GPUs of ``product`` when none were parsed)."""
-        if self.devices:
+        if self.devices is not None:
             return self.devices
         whole = Device(self.product, LABEL_PRODUCT, GPU_RESOURCE, self.count, self.memory_mib,
                        parent=self.product)  # fmt: skip
@@ -138,8 +138,7 @@ class GpuPool:
         """The devices in words: "" for whole GPUs, else MIG slices or a GPU's shares."""
         kind = f"MIG {self.gpu.mig_profile} slices" if self.gpu.is_mig else ""
         if self.gpu.shared:
-            shared = f"shared by {self.gpu.shared_by} pods ({self.gpu.sharing})"
-            kind = f"{kind or 'GPUs'} {shared}"
+            kind = f"{kind or 'GPUs'} {self.gpu.sharing_text}"
         return kind
 
     @property
@@ -300,7 +299,7 @@ def device_gpu(device: Device, node: NodeGpus) -> GPU | None:
     if gpu is None:
         return None
     gpu = replace(gpu, resource=device.resource)
-    return shared_gpu(gpu, device.replicas, device.sharing or "time-slicing")
+    return shared_gpu(gpu, device.replicas, device.sharing)
 
 
 def pools(

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from quantwise.planning.architecture import Architecture
-from quantwise.planning.gpus import CATALOG, GIB, GPU, MIG_CATALOG
+from quantwise.planning.gpus import CATALOG, GIB, GPU, MIG_CATALOG, shared_gpu
 from quantwise.planning.kvcache import (
     KVCacheError,
     kv_bytes_per_sequence,
@@ -274,7 +274,7 @@ class _Search:
     def cap_text(self) -> str:
         """The memory cap in words: GiB and how it is made."""
         gpu, cap = self.gpu, self.cap
-        shared = f" shared by {gpu.shared_by} pods" if gpu.shared else ""
+        shared = f" {gpu.sharing_text}" if gpu.shared else ""
         whole = gib(gpu.memory_bytes)
         return f"{gib(gpu.memory_bytes * cap)} ({cap:g} x {whole} {gpu.name}{shared})"
 
@@ -322,7 +322,7 @@ def _one_device(gpu: GPU, budget: Budget, reasons: list[str]) -> Budget:
         # The device plugin hands out replicas of one GPU: two may be the same device, and MPS
         # grants one per container (NVIDIA GPU Operator, "Multi-Process Service", Limitations).
         reasons.append(
-            f"TP=1: the {gpu.name} is shared by {gpu.shared_by} pods ({gpu.sharing}); a pod gets "
+            f"TP=1: the {gpu.name} is {gpu.sharing_text}; a pod gets "
             f"one replica of it and at most its share of the memory, "
             f"{gib(gpu.share_bytes)} of {gib(gpu.memory_bytes)}"
         )
@@ -517,10 +517,7 @@ def _utilization_reason(
             "batches, a larger prefix cache)"
         )
     if gpu.shared:
-        why = (
-            f"the GPU is shared by {gpu.shared_by} pods ({gpu.sharing}), each may use at most "
-            f"{search.cap:.2f} of it"
-        )
+        why = f"the GPU is {gpu.sharing_text}, each may use at most {search.cap:.2f} of it"
         if budget.memory_policy == FILL:
             why += " (spec.serving.memoryPolicy fill does not apply to a shared GPU)"
     else:
@@ -599,16 +596,28 @@ def _no_fit_message(search: _Search, fmt: WeightFormat, last: Sizing) -> str:
 def _other_devices(search: _Search, fmt: WeightFormat) -> list[str]:
     """The MIG slices (at TP 1) and whole GPUs (at their smallest TP) that hold the model."""
     gpu, budget = search.gpu, search.budget
+    lines: list[str] = []
+    if gpu.shared:
+        fewer = next(
+            (n for n in range(gpu.shared_by - 1, 0, -1)
+             if search.size(1, 1, gpu=shared_gpu(gpu, n, gpu.sharing)).fits),
+            None,
+        )  # fmt: skip
+        if fewer is not None:
+            lines.append(
+                f"- fewer pods on the {gpu.name}: a share of 1/{fewer} holds it "
+                f"(spec.serving.gpu.sharedBy {fewer}, nodes with nvidia.com/gpu.replicas {fewer})"
+            )
     fitting: dict[str, list[str]] = {}  # profiles by the GPU they are cut from
     for g in sorted(MIG_CATALOG, key=lambda g: g.parent != gpu.parent):
         if g.memory_bytes > gpu.share_bytes and search.size(1, 1, gpu=g).fits:
             fitting.setdefault(str(g.parent), []).append(str(g.mig_profile))
     slices = "; ".join(f"{parent}-MIG-{{{', '.join(p)}}}" for parent, p in fitting.items())
-    lines = [
+    lines.append(
         f"- MIG slices that fit (TP=1): {slices}"
         if slices
         else "- no MIG slice holds it (a slice runs TP=1 only)"
-    ]
+    )
     whole: list[str] = []
     for g in CATALOG:
         for tp in tp_candidates(max(budget.gpus_per_node, DEFAULT_GPUS_PER_NODE)):

@@ -71,7 +71,8 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
 
 def planned_message(plan: PlanStatus) -> str:
     """The Planned condition's message: where, how much memory, how many KV tokens."""
-    shared = f" shared by {plan.shared_by} pods ({plan.sharing_strategy})" if plan.shared_by else ""
+    how = f" ({plan.sharing_strategy})" if plan.sharing_strategy else ""
+    shared = f" shared by {plan.shared_by} pods{how}" if plan.shared_by else ""
     budget = (
         f" (the budget asks {plan.kv_cache_budget_tokens})" if plan.kv_cache_budget_tokens else ""
     )
