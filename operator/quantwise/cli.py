@@ -36,9 +36,16 @@ from quantwise.planning.architecture import (
     ArchitectureError,
     architecture_from_config,
 )
-from quantwise.planning.gpus import GIB, GPU, GPU_NAMES, UnknownGPUError, lookup_gpu
+from quantwise.planning.gpus import (
+    GIB,
+    GPU,
+    GPU_NAMES,
+    UnknownGPUError,
+    lookup_gpu,
+    mig_catalog_text,
+)
 from quantwise.planning.kvcache import KV_CACHE_DTYPES, kv_cache_dtype_unavailable
-from quantwise.planning.planner import Plan, PlanError, TPFilter
+from quantwise.planning.planner import MEMORY_POLICIES, Plan, PlanError, TPFilter
 from quantwise.planning.weights import (
     WeightBreakdown,
     WeightsError,
@@ -119,6 +126,8 @@ def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> dict[str,
         quant["groupSize"] = args.group_size
     if args.gpu is not None:
         serving["gpu"] = {"product": args.gpu}
+    if args.shared_by is not None:
+        serving.setdefault("gpu", {})["sharedBy"] = args.shared_by
     for flag, key in (
         ("max_model_len", "maxModelLen"),
         ("concurrency", "concurrency"),
@@ -127,6 +136,7 @@ def _apply_overrides(doc: dict[str, Any], args: argparse.Namespace) -> dict[str,
         ("gpus_per_node", "gpusPerNode"),
         ("max_nodes", "maxNodes"),
         ("vllm_version", "vllmVersion"),
+        ("memory", "memoryPolicy"),
     ):
         value = getattr(args, flag)
         if value is not None:
@@ -271,6 +281,7 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
             f"{p.gpu.name}: {p.gpu.memory_gib:.1f} GiB, {p.gpu.bandwidth_gbps:,.0f} GB/s, "
             f"compute capability {p.gpu.compute_capability_str}",
         ),
+        ("Placement", _placement_text(p, spec.serving.replicas)),
         (
             "Parallelism",
             f"TP {p.tensor_parallel_size} x PP {p.pipeline_parallel_size} = "
@@ -282,10 +293,13 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
             f"overhead {s.overhead.total_bytes / GIB:.1f} = {s.required_bytes / GIB:.1f} GiB "
             f"of {p.gpu.memory_gib:.1f} GiB",
         ),
+        ("Memory policy", _policy_text(p)),
         (
             "KV cache",
-            f"{p.kv_cache_bytes_per_token:,} bytes/token/GPU, {p.kv_cache_tokens:,} tokens "
-            f"({p.kv_cache_tokens / p.max_model_len:.1f} x {p.max_model_len})",
+            f"{p.kv_cache_bytes_per_token:,} bytes/token/GPU, {p.kv_cache_tokens:,} tokens vLLM "
+            f"will have ({p.kv_cache_tokens / p.max_model_len:.1f} x {p.max_model_len}); the "
+            f"budget asks {p.kv_cache_budget_tokens:,} ({spec.serving.concurrency} x "
+            f"{p.max_model_len})",
         ),
         (
             "Decode",
@@ -299,6 +313,37 @@ def _table(name: str, spec: QuantizedModelSpec, arch: Architecture, p: Plan, ori
     out.append("Why:")
     out.extend(f"  - {r}" for r in p.reasons)
     return "\n".join(out)
+
+
+def _placement_text(p: Plan, replicas: int) -> str:
+    """Where each replica runs: whole GPUs, a MIG slice, or a share of a GPU; what it requests."""
+    gpu = p.gpu
+    request = f"requests {gpu.resource}: {p.tensor_parallel_size}"
+    if gpu.is_mig:
+        where = (
+            f"a MIG {gpu.mig_profile} slice of one {gpu.parent} ({gpu.compute_fraction * 7:.0f}/7 "
+            f"of its SMs, {gpu.memory_fraction * 8:.0f}/8 of its memory and bandwidth)"
+        )
+    elif gpu.shared:
+        where = f"one {gpu.name} {gpu.sharing_text}, at most {gpu.share_bytes / GIB:.1f} GiB of it"
+    else:
+        where = f"{p.gpus_per_replica} whole {gpu.name} GPU(s) of its own"
+    return f"each of {replicas} replica(s) on {where}; {request}"
+
+
+def _policy_text(p: Plan) -> str:
+    """The memory policy in one line: what vLLM gets, and against what the budget needs."""
+    got = p.gpu.memory_bytes * p.gpu_memory_utilization / GIB
+    needed = p.sizing.required_bytes / GIB
+    if p.memory_policy == "fill":
+        return (
+            f"fill: vLLM gets {p.gpu_memory_utilization:.2f} x {p.gpu.memory_gib:.1f} = "
+            f"{got:.1f} GiB per GPU, the cap; the budget needs {needed:.1f} GiB (a floor)"
+        )
+    return (
+        f"budget: vLLM gets {p.gpu_memory_utilization:.2f} x {p.gpu.memory_gib:.1f} = "
+        f"{got:.1f} GiB per GPU, what the budget needs ({needed:.1f} GiB) rounded up to 0.01"
+    )
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -359,15 +404,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
         origin = (
             f"estimated for {spec.quantization.method} (the model directory holds the base model)"
         )
-    gpu = None
-    if args.gpu is None and spec.serving.gpu is None:
-        raise UserError(f"no GPU: set spec.serving.gpu or pass --gpu ({', '.join(GPU_NAMES)})")
+    if spec.serving.gpu is None:
+        raise UserError(
+            f"no GPU: set spec.serving.gpu or pass --gpu ({', '.join(GPU_NAMES)}, or a MIG slice "
+            "such as H100-80GB-MIG-3g.40gb)"
+        )
     try:
-        if args.gpu is not None:
-            gpu = lookup_gpu(args.gpu)
-        target = gpu or (gpu_from_spec(spec.serving.gpu) if spec.serving.gpu else None)
+        target = gpu_from_spec(spec.serving.gpu)  # --gpu and --shared-by are in the spec now
         tp_filter = _kernel_tp_filter(spec, arch, config, target)
-        result = plan_spec(spec, arch, weights, fmt, gpu, tp_filter)
+        result = plan_spec(spec, arch, weights, fmt, target, tp_filter)
     except UnknownGPUError as exc:
         raise UserError(str(exc)) from exc
     except PlanError as exc:
@@ -631,7 +676,23 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     src.add_argument("--model-dir", help="model directory: config.json and safetensors")
     src.add_argument("--config", help="a Hugging Face config.json")
     p.add_argument("--models-dir", help="folder of ORG--NAME/config.json to look models up in")
-    p.add_argument("--gpu", help=f"GPU to plan for: {', '.join(GPU_NAMES)}")
+    p.add_argument(
+        "--gpu",
+        help=f"GPU to plan for: {', '.join(GPU_NAMES)}, or a MIG slice <GPU>-MIG-<profile> "
+        f"({mig_catalog_text()})",
+    )
+    p.add_argument(
+        "--shared-by",
+        type=int,
+        help="the GPU is shared by this many pods (time-slicing or MPS replicas): TP 1, "
+        "memory policy budget, within 1/N of its memory",
+    )
+    p.add_argument(
+        "--memory",
+        choices=list(MEMORY_POLICIES),
+        help="fill (default on GPUs the pod owns): vLLM gets --max-gpu-memory-utilization, the "
+        "KV budget is a floor; budget: only what the budget needs (for a GPU shared with others)",
+    )
     p.add_argument("--method", choices=list(METHODS))
     p.add_argument("--bits", type=int)
     p.add_argument("--group-size", type=int)

@@ -115,6 +115,19 @@ INVALID = [
     ("kv dtype", with_("spec.serving.kvCacheDtype", "int2"), "kvCacheDtype"),
     ("negative replicas", with_("spec.serving.replicas", -1), "replicas"),
     ("unknown field", with_("spec.serving.maxModelLength", 4096), "maxModelLength"),
+    (
+        "unknown MIG slice",
+        with_("spec.serving.gpu", {"product": "H100-80GB-MIG-5g.50gb"}),
+        "H100-80GB-MIG-{1g.10gb, 1g.20gb, 2g.20gb, 3g.40gb, 4g.40gb, 7g.80gb}",
+    ),
+    (
+        "MIG profile of another GPU",
+        with_("spec.serving.gpu", {"product": "L4-MIG-1g.10gb"}),
+        "not in the catalog",
+    ),
+    ("shared by none", with_("spec.serving.gpu.sharedBy", 0), "sharedBy"),
+    ("shared by too many", with_("spec.serving.gpu.sharedBy", 65), "sharedBy"),
+    ("unknown memory policy", with_("spec.serving.memoryPolicy", "all"), "memoryPolicy"),
 ]
 
 
@@ -141,6 +154,24 @@ def test_names_that_cannot_name_children_are_refused(name: str, expected: str) -
 
 def test_gpu_product_is_case_insensitive() -> None:
     obj = with_("spec.serving.gpu", {"product": "h100-80gb"})
+    assert admission_errors(obj) == []
+    assert pydantic_error(obj) is None
+
+
+@pytest.mark.parametrize(
+    "gpu",
+    [
+        {"product": "H100-80GB-MIG-3g.40gb"},
+        {"product": "a100-40gb-mig-1G.5GB"},
+        {"product": "B200-MIG-7g.180gb", "sharedBy": 2},
+        {"product": "L4", "sharedBy": 4},
+        {"name": "rtx", "memoryGiB": 47.5, "bandwidthGBps": 960, "computeCapability": "8.9",
+         "sharedBy": 2},
+    ],
+)  # fmt: skip
+def test_mig_slices_and_shared_gpus_are_accepted_by_both(gpu: dict[str, Any]) -> None:
+    obj = with_("spec.serving.gpu", gpu)
+    obj["spec"]["serving"]["memoryPolicy"] = "budget"
     assert admission_errors(obj) == []
     assert pydantic_error(obj) is None
 

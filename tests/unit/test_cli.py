@@ -264,3 +264,80 @@ def test_a_plan_across_nodes_prints_its_leader_worker_set(
         worker["tolerations"]
         == lws["spec"]["leaderWorkerTemplate"]["leaderTemplate"]["spec"]["tolerations"]
     )
+
+
+LLAMA_CONFIG = ROOT / "examples" / "models" / "meta-llama--Llama-3.1-8B-Instruct" / "config.json"
+
+
+def test_the_memory_policy_is_fill_unless_asked_for_budget(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = run(capsys, "plan", str(EXAMPLE))
+    assert code == 0
+    assert "--gpu-memory-utilization 0.90" in out
+    assert "Memory policy   fill: vLLM gets 0.90 x 79.1 = 71.2 GiB per GPU, the cap" in out
+    assert "516,496 tokens vLLM will have (63.0 x 8192); the budget asks 131,072 (16 x 8192)" in out
+    assert "Placement       each of 1 replica(s) on 1 whole H100-80GB GPU(s) of its own" in out
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--memory", "budget", "-o", "json")
+    assert code == 0
+    data = json.loads(out)
+    assert (data["memoryPolicy"], data["gpuMemoryUtilization"]) == ("budget", 0.31)
+    assert data["kvCacheTokens"] == 134_144
+
+
+def test_a_mig_slice_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "plan",
+        "--config",
+        str(LLAMA_CONFIG),
+        "--method",
+        "awq",
+        "--gpu",
+        "H100-80GB-MIG-3g.40gb",
+    ]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    assert "TP 1 x PP 1" in out
+    assert (
+        "on a MIG 3g.40gb slice of one H100-80GB (3/7 of its SMs, 4/8 of its memory and bandwidth)"
+        in out
+    )
+    assert "requests nvidia.com/mig-3g.40gb: 1" in out
+    code, out, _ = run(capsys, *argv, "-o", "yaml")
+    assert code == 0
+    dep = next(d for d in yaml.safe_load_all(out) if d["kind"] == "Deployment")
+    resources = dep["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources == {
+        "limits": {"nvidia.com/mig-3g.40gb": "1"},
+        "requests": {"nvidia.com/mig-3g.40gb": "1"},
+    }
+
+
+def test_a_slice_too_small_is_refused_with_the_slices_that_fit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    base = [
+        "plan",
+        "--config",
+        str(LLAMA_CONFIG),
+        "--method",
+        "none",
+        "--gpu",
+        "H100-80GB-MIG-1g.10gb",
+    ]
+    code, _, err = run(capsys, *base, "--max-model-len", "131072", "--concurrency", "16")
+    assert code == 1
+    assert "does not fit on H100-80GB-MIG-1g.10gb: at TP=1" in err
+    assert "- no MIG slice holds it" in err and "- whole GPUs that fit: L40S (TP=8)" in err
+    code, _, err = run(capsys, *base, "--max-model-len", "8192", "--concurrency", "4")
+    assert code == 1
+    assert "- MIG slices that fit (TP=1): H100-80GB-MIG-{3g.40gb, 4g.40gb, 7g.80gb}" in err
+
+
+def test_a_shared_gpu_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "plan", str(EXAMPLE), "--gpu", "H100-80GB", "--shared-by", "4",
+                       "--concurrency", "8", "-o", "json")  # fmt: skip
+    assert code == 0
+    data = json.loads(out)
+    assert (data["sharedBy"], data["memoryPolicy"], data["tensorParallelSize"]) == (4, "budget", 1)
+    assert data["gpuMemoryUtilization"] <= 0.25

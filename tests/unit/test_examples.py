@@ -29,6 +29,8 @@ EXPECTED = {
     "qwen2.5-7b-fp8-dynamic.yaml": ("L4", 1, 1),
     "gemma-2-9b-w8a8.yaml": ("L40S", 1, 1),
     "custom-gpu.yaml": ("rtx-6000-ada", 2, 1),
+    "llama-3.1-8b-awq-mig.yaml": ("H100-80GB-MIG-2g.20gb", 1, 1),
+    "qwen2.5-7b-awq-shared-l4.yaml": ("L4", 1, 1),
 }
 
 
@@ -75,7 +77,8 @@ def test_readme_starts_with_exactly_two_commands() -> None:
 
 
 def test_readme_first_command_plans_llama_awq_on_h100() -> None:
-    """Done means: TP=1 and a utilization well under 0.95 for a modest budget."""
+    """Done means: TP=1, and vLLM gets the cap of the GPU it owns (memory policy fill: 0.9,
+    where the budget alone needs about 0.31), with the KV tokens that gives."""
     plan_part = readme_commands()[0].split("&& ", 1)[1].split()
     exe = shutil.which("quantwise") or str(Path(sys.executable).parent / "quantwise")
     result = subprocess.run(
@@ -84,7 +87,10 @@ def test_readme_first_command_plans_llama_awq_on_h100() -> None:
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["tensorParallelSize"] == 1
-    assert plan["gpuMemoryUtilization"] < 0.6
+    assert plan["gpuMemoryUtilization"] == 0.9
+    assert plan["memoryPolicy"] == "fill"
+    # 16 x 8192 tokens are the floor; the cap holds several times more.
+    assert plan["kvCacheTokens"] > 3 * plan["kvCacheBudgetTokens"] == 3 * 16 * 8192
 
 
 def test_fp16_128k_by_32_on_l4_says_it_cannot_fit() -> None:
@@ -96,3 +102,24 @@ def test_fp16_128k_by_32_on_l4_says_it_cannot_fit() -> None:
     assert result.returncode == 1
     assert "does not fit on L4" in result.stderr
     assert "GiB short" in result.stderr
+
+
+def test_the_mig_and_shared_examples_plan_as_their_comments_say(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["plan", str(ROOT / "examples" / "llama-3.1-8b-awq-mig.yaml"), "-o", "json"]) == 0
+    mig = json.loads(capsys.readouterr().out)
+    assert (mig["gpuResource"], mig["migProfile"], mig["memoryPolicy"]) == (
+        "nvidia.com/mig-2g.20gb", "2g.20gb", "fill"
+    )  # fmt: skip
+    assert mig["gpuMemoryUtilization"] == 0.9 and mig["kvCacheTokens"] > 8 * 8192
+    shared = ROOT / "examples" / "qwen2.5-7b-awq-shared-l4.yaml"
+    assert main(["plan", str(shared), "-o", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["sharedBy"], plan["memoryPolicy"], plan["gpuResource"]) == (
+        2,
+        "budget",
+        "nvidia.com/gpu",
+    )
+    assert plan["gpuMemoryUtilization"] <= 0.5
+    assert plan["kvCacheTokens"] >= plan["kvCacheBudgetTokens"] == 4 * 8192

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -33,10 +34,15 @@ LLAMA_405B = architecture_from_config(
 
 def test_llama_8b_awq_on_h100_takes_one_gpu_and_little_memory() -> None:
     p = plan(
-        LLAMA_8B, estimate_weights(LLAMA_8B, AWQ), lookup_gpu("H100-80GB"), Budget(8192, 16), AWQ
+        LLAMA_8B,
+        estimate_weights(LLAMA_8B, AWQ),
+        lookup_gpu("H100-80GB"),
+        Budget(8192, 16, memory_policy="budget"),
+        AWQ,
     )
     assert (p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 1)
     assert 0.2 < p.gpu_memory_utilization < 0.5
+    assert p.memory_policy == "budget"
     assert p.kv_cache_bytes_per_token == 131072  # 32 layers x 8 heads x 128 x 2 (K,V) x 2 bytes
     assert p.sizing.kv_budget_bytes == 16 * 8192 * 131072
     assert p.kv_cache_tokens >= 16 * 8192
@@ -111,10 +117,16 @@ def test_mla_cache_dtype_on_a_dense_model_is_refused() -> None:
 
 def test_fp8_kv_cache_halves_the_budget() -> None:
     w = estimate_weights(LLAMA_8B, AWQ)
-    auto = plan(LLAMA_8B, w, lookup_gpu("H100-80GB"), Budget(8192, 16), AWQ)
-    fp8 = plan(LLAMA_8B, w, lookup_gpu("H100-80GB"), Budget(8192, 16, kv_cache_dtype="fp8"), AWQ)
+    h100, budget = lookup_gpu("H100-80GB"), Budget(8192, 16, memory_policy="budget")
+    auto = plan(LLAMA_8B, w, h100, budget, AWQ)
+    fp8 = plan(LLAMA_8B, w, h100, replace(budget, kv_cache_dtype="fp8"), AWQ)
     assert fp8.sizing.kv_budget_bytes * 2 == auto.sizing.kv_budget_bytes
     assert fp8.gpu_memory_utilization < auto.gpu_memory_utilization
+    # Filling the GPU instead, the same memory holds twice the tokens at fp8.
+    auto_fill = plan(LLAMA_8B, w, h100, Budget(8192, 16), AWQ)
+    fp8_fill = plan(LLAMA_8B, w, h100, Budget(8192, 16, kv_cache_dtype="fp8"), AWQ)
+    assert fp8_fill.gpu_memory_utilization == auto_fill.gpu_memory_utilization == 0.9
+    assert fp8_fill.kv_cache_tokens == pytest.approx(2 * auto_fill.kv_cache_tokens, abs=16)
 
 
 def test_utilization_never_exceeds_the_cap() -> None:

@@ -52,7 +52,9 @@ def test_deployment_carries_the_plan() -> None:
     args = args_of(dep)
     assert args["--model"] == f"/models/quantized/llama-{artifact_hash(spec_of(BASE))}"
     assert args["--tensor-parallel-size"] == "1"
-    assert float(args["--gpu-memory-utilization"]) < 0.5
+    # The pod owns its H100: memory policy fill gives vLLM the cap (it was what the budget needed,
+    # 0.31, before the memory policy).
+    assert args["--gpu-memory-utilization"] == "0.90"
     assert args["--max-model-len"] == "8192"
     assert args["--max-num-seqs"] == "256"
     assert args["--kv-cache-dtype"] == "auto"

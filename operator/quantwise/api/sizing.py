@@ -12,7 +12,7 @@ from typing import Any
 
 from quantwise.api.spec import GpuSpec, Quantization, QuantizedModelSpec, Serving
 from quantwise.planning.architecture import Architecture
-from quantwise.planning.gpus import GPU, custom_gpu, lookup_gpu
+from quantwise.planning.gpus import GPU, custom_gpu, lookup_gpu, shared_gpu
 from quantwise.planning.planner import Budget, Plan, TPFilter, plan
 from quantwise.planning.weights import UNQUANTIZED, WeightBreakdown, WeightFormat, estimate_weights
 from quantwise.quantization.config import weight_format_from_quantization_config
@@ -33,18 +33,21 @@ def budget_from_serving(serving: Serving, default_image: str | None = None) -> B
         # version tag is planned as the default release.
         vllm_version=version_of(serving.image or default_image, serving.vllm_version),
         enforce_eager="--enforce-eager" in (serving.extra_args or ()),
+        memory_policy=serving.memory_policy,
     )
 
 
 def gpu_from_spec(gpu: GpuSpec) -> GPU:
-    """The GPU ``spec.serving.gpu`` names or describes."""
+    """The GPU ``spec.serving.gpu`` names or describes (shared by ``sharedBy`` pods)."""
     if gpu.product is not None:
-        return lookup_gpu(gpu.product)
-    assert gpu.memory_gib is not None and gpu.bandwidth_gbps is not None
-    assert gpu.compute_capability is not None
-    return custom_gpu(
-        gpu.memory_gib, gpu.bandwidth_gbps, gpu.compute_capability, gpu.name or "custom"
-    )
+        found = lookup_gpu(gpu.product)
+    else:
+        assert gpu.memory_gib is not None and gpu.bandwidth_gbps is not None
+        assert gpu.compute_capability is not None
+        found = custom_gpu(
+            gpu.memory_gib, gpu.bandwidth_gbps, gpu.compute_capability, gpu.name or "custom"
+        )
+    return shared_gpu(found, gpu.shared_by or 1)
 
 
 def weight_format_for(

@@ -17,8 +17,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from quantwise.api.base import ApiModel, cel, cel_rules, with_cel_rules
-from quantwise.planning.gpus import GPU_NAMES
+from quantwise.planning.gpus import ALL_GPUS, GPU_NAMES, mig_catalog_text
 from quantwise.planning.kvcache import KVCacheDtype
+from quantwise.planning.planner import MemoryPolicy
 from quantwise.quantization.methods import (
     DEFAULT_CALIBRATION_DATASET,
     DEFAULT_CALIBRATION_SAMPLES,
@@ -349,8 +350,22 @@ class Quantizer(ApiModel):
     )
 
 
+_PRODUCT_PATTERN = "^(?i)(" + "|".join(g.name.lower().replace(".", "[.]") for g in ALL_GPUS) + ")$"
+_NOT_IN_CATALOG = (
+    f"is not in the catalog ({', '.join(GPU_NAMES)}; MIG slices {mig_catalog_text()}); describe "
+    "other GPUs with memoryGiB, bandwidthGBps and computeCapability"
+)
+_ALL_KEYS = frozenset(g.name.lower() for g in ALL_GPUS)
+# MPS allows at most 48 clients a GPU on Volta and newer (NVIDIA GPU Operator, "Multi-Process
+# Service", Limitations); time-slicing has no limit of its own: 64 is beyond any real setup.
+MAX_SHARED_BY = 64
+
+
 class GpuSpec(ApiModel):
-    """The serving GPU: a catalog name, or a description of a GPU not in the catalog."""
+    """The serving GPU: a catalog name (a whole GPU or a MIG slice), or a GPU's numbers.
+
+    ``sharedBy`` says that other pods share it by time-slicing or MPS.
+    """
 
     model_config = with_cel_rules(
         cel(
@@ -361,12 +376,8 @@ class GpuSpec(ApiModel):
             "and computeCapability",
         ),
         cel(
-            "!has(self.product) || self.product.matches('^(?i)("
-            + "|".join(n.lower().replace(".", "[.]") for n in GPU_NAMES)
-            + ")$')",
-            "spec.serving.gpu.product is not in the catalog ("
-            + ", ".join(GPU_NAMES)
-            + "); describe other GPUs with memoryGiB, bandwidthGBps and computeCapability",
+            f"!has(self.product) || self.product.matches('{_PRODUCT_PATTERN}')",
+            f"spec.serving.gpu.product {_NOT_IN_CATALOG}",
             ".product",
         ),
     )
@@ -374,8 +385,11 @@ class GpuSpec(ApiModel):
     product: str | None = Field(
         default=None,
         max_length=64,
-        description="A GPU from the catalog (case-insensitive): " + ", ".join(GPU_NAMES) + ".",
-    )
+        description="A GPU from the catalog (case-insensitive): " + ", ".join(GPU_NAMES)
+        + "; or a MIG slice of one, <GPU>-MIG-<profile> (" + mig_catalog_text() + "), served "
+        "at TP 1 and requested as nvidia.com/mig-<profile> (the device plugin's mixed MIG "
+        "strategy).",
+    )  # fmt: skip
     name: str | None = Field(
         default=None,
         max_length=63,
@@ -401,6 +415,14 @@ class GpuSpec(ApiModel):
         pattern=r"^[0-9]{1,2}\.[0-9]{1,2}$",
         description="Custom GPU: CUDA compute capability, e.g. 8.9.",
     )
+    shared_by: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SHARED_BY,
+        description="The GPU is shared by this many pods (time-slicing or MPS replicas, "
+        "nvidia.com/gpu.replicas): planned at TP 1 with memoryPolicy budget, within "
+        "1/sharedBy of its memory.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> GpuSpec:
@@ -412,12 +434,8 @@ class GpuSpec(ApiModel):
                 "spec.serving.gpu: set either product, or all of memoryGiB, bandwidthGBps and "
                 "computeCapability"
             )
-        if self.product is not None and self.product.lower() not in {n.lower() for n in GPU_NAMES}:
-            raise ValueError(
-                f"spec.serving.gpu.product {self.product!r} is not in the catalog "
-                f"({', '.join(GPU_NAMES)}); describe other GPUs with memoryGiB, bandwidthGBps "
-                "and computeCapability"
-            )
+        if self.product is not None and self.product.lower() not in _ALL_KEYS:
+            raise ValueError(f"spec.serving.gpu.product {self.product!r} {_NOT_IN_CATALOG}")
         return self
 
 
@@ -488,8 +506,15 @@ class Serving(ApiModel):
         default=0.9,
         gt=0,
         le=1,
-        description="Cap on vLLM's --gpu-memory-utilization; the planner uses what the budget "
-        "needs, up to this.",
+        description="Cap on vLLM's --gpu-memory-utilization: what memoryPolicy fill gives vLLM, "
+        "and the most memoryPolicy budget may take.",
+    )
+    memory_policy: MemoryPolicy | None = Field(
+        default=None,
+        description="fill: vLLM gets maxGpuMemoryUtilization of the GPUs (or MIG slice) the pod "
+        "owns, the KV budget (concurrency x maxModelLen) is a floor and the rest becomes more KV "
+        "cache; budget: exactly what the budget needs, for GPUs shared with other work. Default: "
+        "fill, and budget on a GPU shared by time-slicing or MPS.",
     )
     replicas: int = Field(default=1, ge=0, le=1000, description="vLLM replicas.")
     update_strategy: Literal["RollingUpdate", "Recreate"] = Field(

@@ -223,7 +223,17 @@ class PlanStatus(ApiModel):
         ge=0, description="KV-cache bytes per GPU the budget needs (concurrency x maxModelLen)."
     )
     kv_cache_tokens: int = Field(
-        ge=0, description="Tokens the KV cache holds at this utilization (vLLM's KV cache size)."
+        ge=0,
+        description="Tokens the KV cache holds at this utilization: vLLM's KV cache size. With "
+        "memoryPolicy fill more than the budget (the budget is a floor).",
+    )
+    kv_cache_budget_tokens: int | None = Field(
+        default=None, ge=0, description="Tokens the budget asks for: concurrency x maxModelLen."
+    )
+    memory_policy: Literal["fill", "budget"] | None = Field(
+        default=None,
+        description="fill: vLLM gets maxGpuMemoryUtilization of a GPU (or MIG slice) the pod "
+        "owns; budget: what the KV budget needs, on a GPU shared with other pods.",
     )
     overhead_bytes_per_gpu: int = Field(
         ge=0, description="Activation peak, CUDA graphs and non-torch memory per GPU (estimate)."
@@ -246,6 +256,25 @@ class PlanStatus(ApiModel):
     gpu_product: str | None = Field(
         default=None,
         description="The nvidia.com/gpu.product label the pods are pinned to (inventory).",
+    )
+    gpu_resource: str | None = Field(
+        default=None,
+        description="The extended resource each pod requests tensorParallelSize of: "
+        "nvidia.com/gpu, a MIG slice (nvidia.com/mig-3g.40gb), nvidia.com/gpu.shared. "
+        "Empty: nvidia.com/gpu.",
+    )
+    mig_profile: str | None = Field(
+        default=None, description="The MIG profile (e.g. 3g.40gb) when the plan is on a slice."
+    )
+    shared_by: int | None = Field(
+        default=None,
+        ge=1,
+        description="Pods sharing the GPU by time-slicing or MPS (nvidia.com/gpu.replicas); "
+        "each may use 1/sharedBy of its memory. Empty: the pod owns its GPUs.",
+    )
+    sharing_strategy: str | None = Field(
+        default=None,
+        description="How the GPU is shared: time-slicing or mps (nvidia.com/gpu.sharing-strategy).",
     )
     measured: MeasuredStatus | None = Field(
         default=None,
@@ -276,6 +305,12 @@ class PlanStatus(ApiModel):
             gpu_memory_bytes=plan.gpu.memory_bytes,
             estimated_decode_tokens_per_second=plan.estimated_decode_tokens_per_second,
             reasons=list(plan.reasons),
+            kv_cache_budget_tokens=plan.kv_cache_budget_tokens,
+            memory_policy=plan.memory_policy,
+            gpu_resource=plan.gpu.resource,
+            mig_profile=plan.gpu.mig_profile,
+            shared_by=plan.gpu.shared_by if plan.gpu.shared else None,
+            sharing_strategy=plan.gpu.sharing if plan.gpu.shared else None,
         )
 
 

@@ -124,9 +124,9 @@ class Runtime:
         view: Applied | None = self.ledger.fresher((kind, namespace, name), version, cached)
         return view
 
-    def inventory(self) -> tuple[GpuPool, ...]:
-        """The GPU pools of the labelled nodes."""
-        return pools(self._lookup("gpu_nodes", GPU_INDEX_KEY))
+    def inventory(self, node_selector: Mapping[str, str] | None = None) -> tuple[GpuPool, ...]:
+        """The GPU pools of the labelled nodes that ``node_selector`` selects."""
+        return pools(self._lookup("gpu_nodes", GPU_INDEX_KEY), node_selector)
 
     # ----- what changed, what to do -----
 

@@ -86,7 +86,11 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
         status=model.status, annotations=model.annotations, job=job,
         deployment=deployment.workload if deployment else None, now=now(),
         lws_installed=lws_installed, leader_worker_set=lws.workload if lws else None,
-        inventory=rt.inventory() if spec is not None and spec.serving.gpu is None else None,
+        inventory=(
+            rt.inventory(spec.serving.node_selector)
+            if spec is not None and spec.serving.gpu is None
+            else None
+        ),
         vllm_log=vllm_log, vllm_log_error=log_error,
         serving_pending=pending_message(rt.serving_pods(ns, name)),
     )  # fmt: skip

@@ -3,6 +3,11 @@
 Names carry no spaces and match case-insensitively (``h100-80gb`` is ``H100-80GB``). A GPU not in
 the catalog is described in the spec by its memory, bandwidth and compute capability.
 
+A GPU here is what one vLLM pod gets: a whole GPU, a MIG slice of one (``H100-80GB-MIG-3g.40gb``:
+its own memory, a share of the SMs and of the memory bandwidth, requested as the device plugin's
+``nvidia.com/mig-3g.40gb`` resource in the ``mixed`` MIG strategy), or a GPU shared by time-slicing
+or MPS (``shared_by`` pods; each may use its share of the memory).
+
 ``memory_bytes`` is the total the CUDA driver reports (``torch.cuda.mem_get_info()[1]``), which is
 what vLLM multiplies by ``--gpu-memory-utilization`` (vllm/v1/worker/gpu_worker.py,
 ``requested_memory = total_memory * gpu_memory_utilization``). It is a little below the
@@ -11,10 +16,16 @@ marketing size and below ``nvidia-smi``'s ``memory.total``, because the driver r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 GIB = 1024**3
 MIB = 1024**2
+# The extended resources of the NVIDIA device plugin (k8s-device-plugin, docs/customizing.md): a
+# whole GPU, a MIG instance in the mixed strategy, and a time-sliced GPU when the plugin renames
+# shared resources (renameByDefault: true).
+GPU_RESOURCE = "nvidia.com/gpu"
+SHARED_GPU_RESOURCE = "nvidia.com/gpu.shared"
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 
 @dataclass(frozen=True)
@@ -31,11 +42,48 @@ class GPU:
     products: tuple[str, ...] = ()
     """Values of the ``nvidia.com/gpu.product`` node label that GPU Feature Discovery publishes."""
     custom: bool = False
+    mig_profile: str | None = None
+    """The MIG profile (``3g.40gb``) when this is a MIG instance of the ``parent`` GPU."""
+    parent: str | None = None
+    """The catalog name of the whole GPU a MIG slice is cut from."""
+    compute_fraction: float = 1.0
+    """Share of the whole GPU's SMs (a MIG slice: compute slices / 7)."""
+    memory_fraction: float = 1.0
+    """Share of the whole GPU's memory and memory bandwidth (a MIG slice: memory slices / 8)."""
+    resource: str = GPU_RESOURCE
+    """The extended resource a pod requests one of (the NVIDIA device plugin's name)."""
+    shared_by: int = 1
+    """Pods that share this GPU by time-slicing or MPS (``nvidia.com/gpu.replicas``)."""
+    sharing: str | None = None
+    """How it is shared: ``time-slicing`` or ``mps`` (``nvidia.com/gpu.sharing-strategy``)."""
 
     @property
     def memory_gib(self) -> float:
         """Total device memory in GiB."""
         return self.memory_bytes / GIB
+
+    @property
+    def is_mig(self) -> bool:
+        """True for a MIG instance: tensor parallelism across MIG instances is not possible."""
+        return self.mig_profile is not None
+
+    @property
+    def shared(self) -> bool:
+        """True when other pods share the GPU (time-slicing or MPS)."""
+        return self.shared_by > 1
+
+    @property
+    def sharing_text(self) -> str:
+        """``shared by N pods (time-slicing)``; empty when the pod owns the GPU."""
+        if not self.shared:
+            return ""
+        how = f" ({self.sharing})" if self.sharing else ""
+        return f"shared by {self.shared_by} pods{how}"
+
+    @property
+    def share_bytes(self) -> int:
+        """The memory one pod may use, in bytes: all of it, or its share of a shared GPU."""
+        return self.memory_bytes // self.shared_by
 
     @property
     def compute_capability_str(self) -> str:
@@ -84,7 +132,102 @@ CATALOG: tuple[GPU, ...] = (
 )
 
 GPU_NAMES: tuple[str, ...] = tuple(gpu.name for gpu in CATALOG)
-_BY_KEY = {gpu.name.lower(): gpu for gpu in CATALOG}
+"""The whole GPUs of the catalog."""
+
+# ----- MIG slices -----
+
+# MIG user guide (docs.nvidia.com/datacenter/tesla/mig-user-guide, "Supported MIG Profiles", v580):
+# a profile <g>g.<n>gb holds g of the GPU's 7 compute slices and some of its 8 memory slices; a
+# memory slice carries its memory controllers, so a slice gets that share of the bandwidth too
+# (Concepts: "GPU memory slice"). Memory slices per profile are the guide's "Fraction of Memory"
+# (its A100-40GB table prints 1/8 for 1g.10gb, whose 9.62 GiB are two slices: 2 here).
+# Memory is what `nvidia-smi mig -lgip` prints (GiB): A100-40GB from the MIG user guide's own
+# example; A100-80GB and H100-80GB from published lgip listings, the lower where drivers differ
+# (H100 3g.40gb 39.50 and 39.38, 7g.80gb 79.25 and 79.12); H200 1g.18gb 16.00 from a published
+# listing. Where no listing was found (the other H200 profiles, B200) the memory is the profile's
+# name scaled as H200 1g.18gb is, 16.00 GiB for "18gb" (0.889), the lowest ratio seen.
+MIG_UNMEASURED_GIB_PER_NAMED_GB = 16.00 / 18
+# What CUDA reports on a MIG instance (the total vLLM multiplies by --gpu-memory-utilization) is
+# below lgip's figure: PyTorch prints 39.25 GiB total on an A100-80GB 3g.40gb (lgip 39.50) and
+# 9.5 GiB visible on a 1g.10gb (lgip 9.75).
+MIG_CUDA_RESERVED_BYTES = int(0.25 * GIB)
+COMPUTE_SLICES = 7
+MEMORY_SLICES = 8
+
+_MIG_PROFILES: dict[str, tuple[tuple[str, int, float | None], ...]] = {
+    # (profile, memory slices, lgip GiB or None when estimated from the name)
+    "A100-40GB": (("1g.5gb", 1, 4.75), ("1g.10gb", 2, 9.62), ("2g.10gb", 2, 9.62),
+                  ("3g.20gb", 4, 19.50), ("4g.20gb", 4, 19.50), ("7g.40gb", 8, 39.25)),
+    "A100-80GB": (("1g.10gb", 1, 9.75), ("1g.20gb", 2, 19.62), ("2g.20gb", 2, 19.62),
+                  ("3g.40gb", 4, 39.50), ("4g.40gb", 4, 39.50), ("7g.80gb", 8, 79.25)),
+    "H100-80GB": (("1g.10gb", 1, 9.75), ("1g.20gb", 2, 19.62), ("2g.20gb", 2, 19.62),
+                  ("3g.40gb", 4, 39.38), ("4g.40gb", 4, 39.38), ("7g.80gb", 8, 79.12)),
+    "H200": (("1g.18gb", 1, 16.00), ("1g.35gb", 2, None), ("2g.35gb", 2, None),
+             ("3g.71gb", 4, None), ("4g.71gb", 4, None), ("7g.141gb", 8, None)),
+    "B200": (("1g.23gb", 1, None), ("1g.45gb", 2, None), ("2g.45gb", 2, None),
+             ("3g.90gb", 4, None), ("4g.90gb", 4, None), ("7g.180gb", 8, None)),
+}  # fmt: skip
+
+
+def mig_resource(profile: str) -> str:
+    """The device plugin's resource for a MIG profile in the mixed strategy."""
+    return f"{MIG_RESOURCE_PREFIX}{profile}"
+
+
+def profile_slices(profile: str) -> tuple[int, float]:
+    """(compute slices, memory in GB as the name says) of a profile name such as ``3g.40gb``."""
+    compute, _, memory = profile.partition("g.")
+    if not compute.isdigit() or not memory.endswith("gb"):
+        raise ValueError(f"MIG profile {profile!r} is not of the form <g>g.<n>gb, e.g. 3g.40gb")
+    return int(compute), float(memory.removesuffix("gb"))
+
+
+def mig_slice(parent: GPU, profile: str, memory_slices: int, lgip_gib: float | None = None) -> GPU:
+    """The MIG instance ``profile`` of ``parent``: its memory as CUDA reports it, its shares."""
+    compute, named_gb = profile_slices(profile)
+    lgip = lgip_gib if lgip_gib is not None else named_gb * MIG_UNMEASURED_GIB_PER_NAMED_GB
+    memory_fraction = memory_slices / MEMORY_SLICES
+    return GPU(
+        name=f"{parent.name}-MIG-{profile}",
+        memory_bytes=int(lgip * GIB) - MIG_CUDA_RESERVED_BYTES,
+        bandwidth_gbps=parent.bandwidth_gbps * memory_fraction,
+        compute_capability=parent.compute_capability,
+        # GPU Feature Discovery's product label under the single MIG strategy.
+        products=tuple(f"{product}-MIG-{profile}" for product in parent.products),
+        custom=parent.custom,
+        mig_profile=profile,
+        parent=parent.name,
+        compute_fraction=compute / COMPUTE_SLICES,
+        memory_fraction=memory_fraction,
+        resource=mig_resource(profile),
+    )
+
+
+_WHOLE = {gpu.name: gpu for gpu in CATALOG}
+MIG_CATALOG: tuple[GPU, ...] = tuple(
+    mig_slice(_WHOLE[parent], profile, slices, lgip)
+    for parent, profiles in _MIG_PROFILES.items()
+    for profile, slices, lgip in profiles
+)
+MIG_NAMES: tuple[str, ...] = tuple(gpu.name for gpu in MIG_CATALOG)
+"""The MIG slices of the catalog, ``<GPU>-MIG-<profile>``."""
+ALL_GPUS: tuple[GPU, ...] = CATALOG + MIG_CATALOG
+_BY_KEY = {gpu.name.lower(): gpu for gpu in ALL_GPUS}
+
+
+def mig_slices_of(parent: str) -> tuple[GPU, ...]:
+    """The catalog's MIG slices of the whole GPU ``parent``, smallest first."""
+    return tuple(
+        sorted((g for g in MIG_CATALOG if g.parent == parent), key=lambda g: g.memory_bytes)
+    )
+
+
+def mig_catalog_text() -> str:
+    """The MIG slices in words: ``A100-40GB-MIG-{1g.5gb, ...}; ...``."""
+    return "; ".join(
+        f"{parent}-MIG-{{{', '.join(p for p, _, _ in profiles)}}}"
+        for parent, profiles in _MIG_PROFILES.items()
+    )
 
 
 class UnknownGPUError(ValueError):
@@ -92,14 +235,30 @@ class UnknownGPUError(ValueError):
 
 
 def lookup_gpu(name: str) -> GPU:
-    """Return the catalog GPU called ``name`` (case-insensitive), or raise UnknownGPUError."""
+    """Return the catalog GPU or MIG slice called ``name`` (case-insensitive).
+
+    Raise UnknownGPUError for a name not in the catalog.
+    """
     gpu = _BY_KEY.get(name.strip().lower())
     if gpu is None:
         raise UnknownGPUError(
-            f"unknown GPU {name!r}: use one of {', '.join(GPU_NAMES)}, "
-            "or describe it with memoryGiB, bandwidthGBps and computeCapability"
+            f"unknown GPU {name!r}: use one of {', '.join(GPU_NAMES)}, a MIG slice "
+            f"({mig_catalog_text()}), or describe it with memoryGiB, bandwidthGBps and "
+            "computeCapability"
         )
     return gpu
+
+
+def shared_gpu(gpu: GPU, replicas: int, sharing: str | None = None) -> GPU:
+    """``gpu`` shared by ``replicas`` pods: one pod may use its share.
+
+    ``sharing`` is how, when known: ``time-slicing`` or ``mps``.
+    """
+    if replicas < 1:
+        raise ValueError(f"a GPU is shared by at least 1 pod, got {replicas}")
+    if replicas == 1:
+        return replace(gpu, shared_by=1, sharing=None)
+    return replace(gpu, shared_by=replicas, sharing=sharing)
 
 
 def parse_compute_capability(value: str) -> tuple[int, int]:

@@ -4,9 +4,15 @@ The planner takes the smallest tensor-parallel size in {1, 2, 4, 8, ...} (up to 
 node) that vLLM can run the model at and that fits, per GPU, the weights, the KV-cache budget
 (``concurrency`` sequences of ``max_model_len`` tokens) and the runtime overhead under the
 memory cap. When no single node is enough and more nodes are allowed, it adds pipeline stages
-across nodes with the largest tensor-parallel size. ``gpu_memory_utilization`` is what that
-needs, rounded up to 0.01 and never above the cap, so that vLLM's KV cache holds the budget and
-no more. Everything here is pure: same inputs, same plan.
+across nodes with the largest tensor-parallel size.
+
+``gpu_memory_utilization`` follows the memory policy. ``fill`` (the default on a GPU or MIG slice
+the pod owns) gives vLLM the cap: the KV budget is a floor, and the memory no one else can use
+becomes more KV cache (bigger batches, a larger prefix cache). ``budget`` (forced on a GPU shared
+by time-slicing or MPS) is what the budget needs, rounded up to 0.01, so vLLM's KV cache holds the
+budget and no more. A MIG slice or a shared GPU is planned at TP 1 (tensor parallelism needs
+peer-to-peer between whole devices), a shared GPU under its share of the memory. Everything here
+is pure: same inputs, same plan.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from quantwise.planning.architecture import Architecture
-from quantwise.planning.gpus import CATALOG, GIB, GPU
+from quantwise.planning.gpus import CATALOG, GIB, GPU, MIG_CATALOG, shared_gpu
 from quantwise.planning.kvcache import (
     KVCacheError,
     kv_bytes_per_sequence,
@@ -45,7 +52,13 @@ DEFAULT_MAX_MODEL_LEN = 8192
 # At least this many sequences: vLLM's own default on GPUs under 70 GiB (1024 on larger ones but
 # A100s, vllm/engine/arg_utils.py); quantwise passes --max-num-seqs, so every GPU gets the same.
 DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_GPUS_PER_NODE = 8
 UTILIZATION_STEP = 0.01
+
+MemoryPolicy = Literal["fill", "budget"]
+FILL: MemoryPolicy = "fill"
+BUDGET: MemoryPolicy = "budget"
+MEMORY_POLICIES: tuple[MemoryPolicy, ...] = (FILL, BUDGET)
 
 TPFilter = Callable[[int], str | None]
 """Extra check of a tensor-parallel size: a reason it cannot be used, or None."""
@@ -70,6 +83,9 @@ class Budget:
     vllm_version: Version = DEFAULT_VERSION
     # --enforce-eager (in extraArgs): no CUDA graphs to reserve for.
     enforce_eager: bool = False
+    # fill: vLLM gets the cap; budget: what the KV budget needs. None: fill, but budget on a
+    # shared GPU.
+    memory_policy: MemoryPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,8 @@ class Plan:
     kv_cache_tokens: int
     estimated_decode_tokens_per_second: float
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    memory_policy: MemoryPolicy = FILL
+    kv_cache_budget_tokens: int = 0
 
     @property
     def gpus_per_replica(self) -> int:
@@ -221,10 +239,13 @@ class _Search:
     max_model_len: int
     max_num_seqs: int
     max_num_batched_tokens: int
+    cap: float
+    """The utilization cap on the planned GPU: the budget's, at most a shared GPU's share."""
 
     def size(self, tp: int, pp: int, kv_cache_dtype: str | None = None,
              gpu: GPU | None = None) -> Sizing:  # fmt: skip
         """Memory of (tp, pp) on the fullest GPU (on ``gpu`` instead of the planned one)."""
+        cap = self.cap if gpu is None or gpu is self.gpu else utilization_cap(gpu, self.budget)
         gpu = gpu or self.gpu
         budget, arch = self.budget, self.arch
         mnbt = (
@@ -246,17 +267,16 @@ class _Search:
             kv_bytes_per_sequence=per_seq,
             kv_budget_bytes=per_seq * budget.concurrency,
             overhead=overhead,
-            cap_bytes=int(gpu.memory_bytes * budget.max_gpu_memory_utilization),
+            cap_bytes=int(gpu.memory_bytes * cap),
         )
 
     @property
     def cap_text(self) -> str:
         """The memory cap in words: GiB and how it is made."""
-        cap = self.budget.max_gpu_memory_utilization
-        return (
-            f"{gib(self.gpu.memory_bytes * cap)} ({cap:g} x {gib(self.gpu.memory_bytes)} "
-            f"{self.gpu.name})"
-        )
+        gpu, cap = self.gpu, self.cap
+        shared = f" {gpu.sharing_text}" if gpu.shared else ""
+        whole = gib(gpu.memory_bytes)
+        return f"{gib(gpu.memory_bytes * cap)} ({cap:g} x {whole} {gpu.name}{shared})"
 
     def describe(self, s: Sizing) -> str:
         """What a sizing needs per GPU, in words."""
@@ -265,6 +285,50 @@ class _Search:
             f"({self.budget.concurrency} x {self.max_model_len} tokens) + overhead "
             f"{gib(s.overhead.total_bytes)} = {gib(s.required_bytes)} per GPU"
         )
+
+
+def utilization_cap(gpu: GPU, budget: Budget) -> float:
+    """The most ``--gpu-memory-utilization`` may be on ``gpu``, a fraction.
+
+    The budget's cap; on a GPU shared by N pods at most its share, 1/N rounded down to 0.01
+    (vLLM's utilization is a fraction of the whole device's memory, which each pod sees:
+    vllm/v1/worker/gpu_worker.py ``requested_memory``).
+    """
+    cap = budget.max_gpu_memory_utilization
+    if not gpu.shared:
+        return cap
+    share = math.floor(round(1 / gpu.shared_by / UTILIZATION_STEP, 6)) * UTILIZATION_STEP
+    return round(min(cap, share), 2)
+
+
+def memory_policy(gpu: GPU, budget: Budget) -> MemoryPolicy:
+    """The policy the plan follows: ``budget`` on a shared GPU, else the spec's (fill)."""
+    if gpu.shared:
+        return BUDGET
+    return budget.memory_policy or FILL
+
+
+def _one_device(gpu: GPU, budget: Budget, reasons: list[str]) -> Budget:
+    """A MIG slice or a shared GPU runs one vLLM rank: TP 1 and no pipeline across nodes."""
+    if gpu.is_mig:
+        # MIG user guide, Application Considerations: no GPU-to-GPU peer-to-peer (PCIe or NVLink)
+        # between MIG instances, which tensor parallelism's all-reduce needs.
+        reasons.append(
+            f"TP=1: {gpu.name} is a MIG instance ({gpu.compute_fraction * 7:.0f}/7 of the SMs, "
+            f"{gpu.memory_fraction * 8:.0f}/8 of the memory and bandwidth of one {gpu.parent}); "
+            "tensor parallelism across MIG instances is not possible"
+        )
+    elif gpu.shared:
+        # The device plugin hands out replicas of one GPU: two may be the same device, and MPS
+        # grants one per container (NVIDIA GPU Operator, "Multi-Process Service", Limitations).
+        reasons.append(
+            f"TP=1: the {gpu.name} is {gpu.sharing_text}; a pod gets "
+            f"one replica of it and at most its share of the memory, "
+            f"{gib(gpu.share_bytes)} of {gib(gpu.memory_bytes)}"
+        )
+    else:
+        return budget
+    return replace(budget, gpus_per_node=1, max_nodes=1)
 
 
 def _max_model_len(arch: Architecture, budget: Budget) -> int:
@@ -350,6 +414,8 @@ def plan(
         kv_bytes_per_token(arch, 1, budget.kv_cache_dtype)
     except KVCacheError as exc:
         raise PlanError(f"spec.serving.kvCacheDtype: {exc}") from exc
+    reasons: list[str] = []
+    budget = _one_device(gpu, budget, reasons)
     search = _Search(
         arch=arch,
         weights=weights_on_gpu(arch, weights, fmt, gpu),
@@ -360,8 +426,8 @@ def plan(
         max_num_batched_tokens=default_max_num_batched_tokens(
             gpu.memory_bytes, gpu.name, budget.vllm_version
         ),
+        cap=utilization_cap(gpu, budget),
     )
-    reasons: list[str] = []
     allowed = _allowed_tps(arch, budget, fmt, tp_filter, reasons)
     chosen = _smallest_fit(search, allowed, fmt, reasons)
     if chosen.pp == 1:
@@ -378,9 +444,12 @@ def _plan_of(
     """The plan of the chosen sizing: utilization, KV tokens, decode bound, and why."""
     arch, gpu, budget = search.arch, search.gpu, search.budget
     tp, pp = chosen.tp, chosen.pp
-    utilization = min(
-        budget.max_gpu_memory_utilization, _round_up(chosen.required_bytes / gpu.memory_bytes)
-    )
+    policy = memory_policy(gpu, budget)
+    needed = min(search.cap, _round_up(chosen.required_bytes / gpu.memory_bytes))
+    utilization = search.cap if policy == FILL else needed
+    # What vLLM will have: its KV cache is the utilization's share of the device less what its
+    # profiling counts (vllm/v1/worker/gpu_worker.py determine_available_memory), the same
+    # arithmetic benchmarks/sizing.py checks against logged start-ups.
     kv_memory = (
         int(gpu.memory_bytes * utilization) - chosen.weight_bytes - chosen.overhead.total_bytes
     )
@@ -394,19 +463,19 @@ def _plan_of(
         tokens = int(sequences * search.max_model_len)
     bytes_read = file_weights.bytes_read_per_token(arch)
     decode = gpu.bandwidth_gbps * 1e9 * tp / bytes_read if bytes_read else 0.0
+    shared = " while the other pods that share the GPU are idle" if gpu.shared else ""
     reasons = [
         *reasons,
-        f"gpu-memory-utilization {utilization:.2f}: what weights, overhead and the KV budget "
-        f"need ({gib(chosen.required_bytes)} of {gib(gpu.memory_bytes)}), rounded up to 0.01",
+        _utilization_reason(search, chosen, policy, utilization, needed),
         _kv_reason(arch, tp, budget.kv_cache_dtype, per_token, tokens, sequences,
                    search.max_model_len),
         f"max-num-seqs {search.max_num_seqs}: "
         + ("from spec.serving.maxNumSeqs" if budget.max_num_seqs
            else f"max(concurrency {budget.concurrency}, {DEFAULT_MAX_NUM_SEQS}); "
            "shorter sequences share the KV budget"),
-        f"decode <= {decode:,.0f} tokens/s for one sequence: {gpu.bandwidth_gbps:,.0f} GB/s x "
-        f"TP {tp} / {bytes_read / 1e9:.2f} GB of weights read per token (an upper bound: it "
-        "ignores KV-cache reads and kernel efficiency)",
+        f"decode <= {decode:,.0f} tokens/s for one sequence{shared}: {gpu.bandwidth_gbps:,.0f} "
+        f"GB/s x TP {tp} / {bytes_read / 1e9:.2f} GB of weights read per token (an upper bound: "
+        "it ignores KV-cache reads and kernel efficiency)",
     ]  # fmt: skip
     return Plan(
         gpu=gpu,
@@ -424,6 +493,41 @@ def _plan_of(
         kv_cache_tokens=tokens,
         estimated_decode_tokens_per_second=round(decode, 1),
         reasons=tuple(reasons),
+        memory_policy=policy,
+        kv_cache_budget_tokens=budget.concurrency * search.max_model_len,
+    )
+
+
+def _utilization_reason(
+    search: _Search, chosen: Sizing, policy: MemoryPolicy, utilization: float, needed: float
+) -> str:
+    """Why this ``--gpu-memory-utilization``: the memory policy and the numbers behind it."""
+    gpu, budget = search.gpu, search.budget
+    need = (
+        f"weights, overhead and the KV budget need {gib(chosen.required_bytes)} of "
+        f"{gib(gpu.memory_bytes)}"
+    )
+    if policy == FILL:
+        extra = int(gpu.memory_bytes * utilization) - chosen.required_bytes
+        device = "MIG slice" if gpu.is_mig else ("GPUs" if chosen.tp * chosen.pp > 1 else "GPU")
+        return (
+            f"gpu-memory-utilization {utilization:.2f}, memory policy fill: the pod owns its "
+            f"{device}, so vLLM gets the cap ({gib(gpu.memory_bytes * utilization)}); {need} "
+            f"({needed:.2f}), and the {gib(extra)} beyond the budget become more KV cache (bigger "
+            "batches, a larger prefix cache)"
+        )
+    if gpu.shared:
+        why = f"the GPU is {gpu.sharing_text}, each may use at most {search.cap:.2f} of it"
+        if budget.memory_policy == FILL:
+            why += " (spec.serving.memoryPolicy fill does not apply to a shared GPU)"
+    else:
+        why = (
+            "from spec.serving.memoryPolicy, vLLM takes what the budget needs and leaves the "
+            "rest of the GPU to others"
+        )
+    return (
+        f"gpu-memory-utilization {utilization:.2f}, memory policy budget: {why}; {need}, "
+        "rounded up to 0.01"
     )
 
 
@@ -474,6 +578,9 @@ def _no_fit_message(search: _Search, fmt: WeightFormat, last: Sizing) -> str:
         lines += _smaller_budgets(search, last, room)
     if fmt.bits > 4:
         lines.append("- a lower-bit method (spec.quantization.method awq or gptq, 4 bits)")
+    if gpu.is_mig or gpu.shared:
+        lines += _other_devices(search, fmt)
+        return "\n".join(lines)
     bigger = [
         g.name
         for g in CATALOG
@@ -484,6 +591,42 @@ def _no_fit_message(search: _Search, fmt: WeightFormat, last: Sizing) -> str:
     if budget.max_nodes == 1:
         lines.append("- spec.serving.maxNodes > 1 to add pipeline-parallel stages across nodes")
     return "\n".join(lines)
+
+
+def _other_devices(search: _Search, fmt: WeightFormat) -> list[str]:
+    """The MIG slices (at TP 1) and whole GPUs (at their smallest TP) that hold the model."""
+    gpu, budget = search.gpu, search.budget
+    lines: list[str] = []
+    if gpu.shared:
+        fewer = next(
+            (n for n in range(gpu.shared_by - 1, 0, -1)
+             if search.size(1, 1, gpu=shared_gpu(gpu, n, gpu.sharing)).fits),
+            None,
+        )  # fmt: skip
+        if fewer is not None:
+            lines.append(
+                f"- fewer pods on the {gpu.name}: a share of 1/{fewer} holds it "
+                f"(spec.serving.gpu.sharedBy {fewer}, nodes with nvidia.com/gpu.replicas {fewer})"
+            )
+    fitting: dict[str, list[str]] = {}  # profiles by the GPU they are cut from
+    for g in sorted(MIG_CATALOG, key=lambda g: g.parent != gpu.parent):
+        if g.memory_bytes > gpu.share_bytes and search.size(1, 1, gpu=g).fits:
+            fitting.setdefault(str(g.parent), []).append(str(g.mig_profile))
+    slices = "; ".join(f"{parent}-MIG-{{{', '.join(p)}}}" for parent, p in fitting.items())
+    lines.append(
+        f"- MIG slices that fit (TP=1): {slices}"
+        if slices
+        else "- no MIG slice holds it (a slice runs TP=1 only)"
+    )
+    whole: list[str] = []
+    for g in CATALOG:
+        for tp in tp_candidates(max(budget.gpus_per_node, DEFAULT_GPUS_PER_NODE)):
+            if not tp_blockers(search.arch, tp, fmt) and search.size(tp, 1, gpu=g).fits:
+                whole.append(f"{g.name} (TP={tp})")
+                break
+    if whole:
+        lines.append(f"- whole GPUs that fit: {', '.join(whole)}")
+    return lines
 
 
 def _smaller_budgets(search: _Search, last: Sizing, room: int) -> list[str]:

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from quantwise.api.sizing import gpu_from_spec
 from quantwise.api.spec import QuantizedModelSpec
-from quantwise.api.status import ConditionType, Phase, Reason
+from quantwise.api.status import ConditionType, Phase, PlanStatus, Reason
 from quantwise.reconcile.artifact import Waiting, artifact_stage, check_artifact_matches_spec
 from quantwise.reconcile.placement import placement_stage
 from quantwise.reconcile.serving import readiness, serving_stage, workload_of
@@ -56,10 +56,7 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
     reasons = [*placed.status.reasons, update_reason(spec, placed.status)]
     plan = placed.status.model_copy(update={"measured": found, "reasons": reasons})
     d.update(plan=plan)
-    d.set(ConditionType.PLANNED, True, Reason.PLANNED,
-          f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu}, "
-          f"gpu-memory-utilization {plan.gpu_memory_utilization:.2f}, "
-          f"{plan.kv_cache_tokens} KV tokens")  # fmt: skip
+    d.set(ConditionType.PLANNED, True, Reason.PLANNED, planned_message(plan))
     if not serving_stage(d, spec, artifact, placed, settings):
         return d.finish(Phase.DEPLOYING, permanent=True)
     verify_kv(d, spec, plan, found)
@@ -72,6 +69,21 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
         endpoint=endpoint(obs.name, obs.namespace),
         replicas=workload.available_replicas if workload else 0,
         selector=",".join(f"{k}={v}" for k, v in selector_labels(obs.name).items()),
+    )
+
+
+def planned_message(plan: PlanStatus) -> str:
+    """The Planned condition's message: where, how much memory, how many KV tokens."""
+    how = f" ({plan.sharing_strategy})" if plan.sharing_strategy else ""
+    shared = f" shared by {plan.shared_by} pods{how}" if plan.shared_by else ""
+    budget = (
+        f" (the budget asks {plan.kv_cache_budget_tokens})" if plan.kv_cache_budget_tokens else ""
+    )
+    policy = f", memory policy {plan.memory_policy}" if plan.memory_policy else ""
+    return (
+        f"TP={plan.tensor_parallel_size} PP={plan.pipeline_parallel_size} on {plan.gpu}{shared}, "
+        f"gpu-memory-utilization {plan.gpu_memory_utilization:.2f}{policy}, "
+        f"{plan.kv_cache_tokens} KV tokens{budget}"
     )
 
 

@@ -1,9 +1,10 @@
 """The placement stage: which GPU serves the artifact, whether vLLM runs it fast there, the plan.
 
 The GPU is ``spec.serving.gpu`` or, when the spec names none, the smallest GPU pool of the
-cluster (GPU Feature Discovery labels) on which the checkpoint loads and the plan fits. The kernel
-check (:data:`~quantwise.reconcile.state.Validator`) may rule out tensor-parallel sizes; the
-planner does the rest.
+cluster (GPU Feature Discovery labels, on the nodes ``spec.serving.nodeSelector`` selects) on
+which the checkpoint loads and the plan fits: a MIG slice, a GPU shared by time-slicing or MPS,
+or whole GPUs. The kernel check (:data:`~quantwise.reconcile.state.Validator`) may rule out
+tensor-parallel sizes; the planner does the rest.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from quantwise.api.sizing import budget_from_serving, gpu_from_spec
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus, ConditionType, PlanStatus, Reason
 from quantwise.planning.gpus import GPU
-from quantwise.planning.inventory import LABEL_PRODUCT, GpuPool
+from quantwise.planning.inventory import GpuPool
 from quantwise.planning.planner import Budget, Plan, PlanError, plan
 from quantwise.planning.weights import WeightBreakdown, WeightFormat, estimate_weights
 from quantwise.quantization.config import weight_format_of
@@ -112,9 +113,7 @@ def _from_inventory(d: Decision, sizer: _Sizer) -> Placement | None:
         )
         tried = sizer.attempt(pool.gpu, budget)
         if tried.plan is None:
-            skipped.append(
-                f"{pool.product} ({pool.nodes} nodes x {pool.gpus_per_node}): {tried.why}"
-            )
+            skipped.append(f"{pool.product} ({pool.describe}): {tried.why}")
             continue
         set_validated(d, tried.checked)
         return _placed_on(pool, tried.plan, len(inventory), skipped)
@@ -124,8 +123,8 @@ def _from_inventory(d: Decision, sizer: _Sizer) -> Placement | None:
 
 def _placed_on(pool: GpuPool, chosen: Plan, types: int, skipped: list[str]) -> Placement:
     choice = (
-        f"{pool.product}: the smallest of the cluster's GPUs ({types} types, from GPU Feature "
-        f"Discovery labels) that fits, on {pool.nodes} nodes x {pool.gpus_per_node}"
+        f"{pool.product}: the smallest of the cluster's GPUs ({types} kinds, from GPU Feature "
+        f"Discovery labels) that fits, on {pool.describe}, requested as {pool.gpu.resource}"
         + (" (skipped: " + " | ".join(skipped) + ")" if skipped else "")
     )
     status = PlanStatus.from_plan(chosen)
@@ -133,7 +132,7 @@ def _placed_on(pool: GpuPool, chosen: Plan, types: int, skipped: list[str]) -> P
         "gpu_product": pool.product, "gpu_source": "inventory",
         "reasons": [choice, *status.reasons],
     })  # fmt: skip
-    return Placement(chosen, status, {LABEL_PRODUCT: pool.product})
+    return Placement(chosen, status, pool.node_selector)
 
 
 def set_validated(d: Decision, checked: Validation | None) -> None:

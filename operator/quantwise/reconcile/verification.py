@@ -2,7 +2,9 @@
 
 The measurement is optional: a log that cannot be read says so in KVCacheVerified (Unknown) and
 never holds Ready back. vLLM's logged maximum concurrency decides when there is one (its own
-per-sequence bound, right for sliding-window and hybrid models too), the tokens otherwise.
+per-sequence bound, right for sliding-window and hybrid models too), the tokens otherwise. The
+budget is the floor: with memory policy fill vLLM is meant to hold more (status.plan.kvCacheTokens
+predicts how much), which is as planned, never a finding.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def verify_kv(
         enough = found.max_concurrency + CONCURRENCY_ROUNDING >= spec.serving.concurrency
     else:
         enough = found.kv_cache_tokens >= budget_tokens
+    if plan.memory_policy == "fill":
+        numbers += (
+            "; memory policy fill: the budget is a floor, the rest of the GPU's cap is KV cache"
+        )
     if enough:
         d.set(KV, True, Reason.AS_PLANNED, numbers)
     else:

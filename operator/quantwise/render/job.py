@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from quantwise.api.spec import QuantizedModelSpec
+from quantwise.planning.gpus import GPU_RESOURCE
 from quantwise.quantization.methods import METHODS, NONE
 from quantwise.render.names import (
     LABEL_ARTIFACT,
@@ -19,7 +20,7 @@ from quantwise.render.names import (
     common_labels,
     job_name,
 )
-from quantwise.render.pods import GPU_RESOURCE, container_security, pod_security, tolerations
+from quantwise.render.pods import container_security, pod_security, tolerations
 
 DEFAULT_QUANTIZER_IMAGE = "ghcr.io/quantwise/quantizer:0.1.0"
 SOURCE_MOUNT = "/source"

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from quantwise.api.spec import Toleration
+from quantwise.planning.gpus import GPU_RESOURCE, MIG_RESOURCE_PREFIX, SHARED_GPU_RESOURCE
 
 RUN_AS_USER = 1000
 """Any non-root UID works: the images' caches are pointed at writable emptyDirs."""
-GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def is_gpu_resource(name: str) -> bool:
+    """True for the NVIDIA device plugin's GPU resources: whole, shared, MIG slices."""
+    return name in (GPU_RESOURCE, SHARED_GPU_RESOURCE) or name.startswith(MIG_RESOURCE_PREFIX)
 
 
 def container_security() -> dict[str, Any]:

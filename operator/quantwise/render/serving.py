@@ -12,6 +12,7 @@ from typing import Any
 
 from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import PlanStatus
+from quantwise.planning.gpus import GPU_RESOURCE
 from quantwise.render.names import (
     LABEL_ARTIFACT,
     LABEL_ROLE,
@@ -23,7 +24,7 @@ from quantwise.render.names import (
     dns_label,
     selector_labels,
 )
-from quantwise.render.pods import GPU_RESOURCE, container_security, pod_security, tolerations
+from quantwise.render.pods import container_security, is_gpu_resource, pod_security, tolerations
 from quantwise.vllm import DEFAULT_IMAGE, V0_20, Flag, version_of
 
 PORT = 8000
@@ -119,12 +120,20 @@ def _flags(*pairs: tuple[Flag, str | None]) -> list[str]:
     return out
 
 
-def _resources(spec: QuantizedModelSpec, gpus: int) -> dict[str, Any]:
+def _resources(spec: QuantizedModelSpec, plan: PlanStatus) -> dict[str, Any]:
+    """The container's resources: the user's CPU and memory, the plan's GPUs.
+
+    ``tensorParallelSize`` of the planned GPU resource (a whole GPU, a MIG slice or a shared GPU);
+    GPU resources in ``spec.serving.resources`` are the plan's to set, so they are dropped.
+    """
     user = spec.serving.resources
     limits: dict[str, Any] = dict(user.limits or {}) if user else {}
     requests: dict[str, Any] = dict(user.requests or {}) if user else {}
-    limits[GPU_RESOURCE] = gpus
-    requests[GPU_RESOURCE] = gpus
+    limits = {k: v for k, v in limits.items() if not is_gpu_resource(k)}
+    requests = {k: v for k, v in requests.items() if not is_gpu_resource(k)}
+    resource = plan.gpu_resource or GPU_RESOURCE
+    limits[resource] = plan.tensor_parallel_size
+    requests[resource] = plan.tensor_parallel_size
     # Quantities as strings: the API accepts both, the typed Python client only strings.
     return {
         "limits": {k: str(v) for k, v in limits.items()},
@@ -290,7 +299,7 @@ def deployment(
         "command": [*VLLM_SERVE],
         "args": vllm_args(name, spec, plan, location),
         "ports": [dict(_HTTP)],
-        "resources": _resources(spec, plan.tensor_parallel_size),
+        "resources": _resources(spec, plan),
         **_probes(),
     }
     pod_spec = _pod_spec(spec, location, container, node_selector)
@@ -354,7 +363,7 @@ def leader_worker_set(
         leader, worker = _launcher_pods(serve_args, plan)
     else:
         leader, worker = _ray_pods(serve_args)
-    resources = _resources(spec, plan.tensor_parallel_size)
+    resources = _resources(spec, plan)
     leader.update({"image": image, "resources": resources, **_probes()})
     worker.update({"image": image, "resources": resources})
     group = {
