@@ -13,7 +13,7 @@ the baseline. Prints, per N and operator: wall time from creation to the last De
 requests per model (and by verb and resource), requests per model per hour at rest, CPU
 seconds and peak RSS. Run: ``python -m benchmarks.reconcile [--n 0 100 1000] [--rest 20]``.
 ``--cluster`` runs quantwise against the cluster KUBECONFIG names instead (the real control
-plane of ../shared/k8s with its kubelet stand-in: Jobs really run there, so use a small N).
+plane of ../shared/k8s with a kubelet stand-in node; see benchmarks/cluster.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,9 @@ class Result:
     requests: int
     by_verb: Counter[str] = field(default_factory=Counter)
     rest_requests: int = 0
+    rest_by_verb: Counter[str] = field(default_factory=Counter)
+    to_deployments: int | None = None
+    """Requests when the last Deployment appeared, where counted apart (--cluster)."""
     rest_seconds: float = 0.0
     cpu_seconds: float = 0.0
     peak_rss_mib: float = 0.0
@@ -141,6 +146,16 @@ def _command(operator: str) -> list[str]:
             str(ROOT / "benchmarks" / "bare_operator.py")]  # fmt: skip
 
 
+def _die_with_parent() -> None:
+    """In the operator's process: SIGKILL it when the benchmark dies, however it dies.
+
+    Linux's PR_SET_PDEATHSIG (prctl(2), option 1); a benchmark killed by a timeout would
+    otherwise leave its operator running against a server that is gone.
+    """
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 def _verb(call: Any) -> str:
     what = f"{call.resource}/{call.subresource}" if call.subresource else call.resource
     return f"{'apply' if call.apply else call.verb} {what}"
@@ -158,8 +173,8 @@ async def run(models: int, operator: str, rest: float, timeout: float = 900.0) -
                    "QUANTWISE_DRIFT_CHECK_SECONDS": str(RESYNC_SECONDS),
                    "PYTHONPATH": str(ROOT / "operator")}  # fmt: skip
             env.pop("QUANTWISE_KUBE_SERVER", None)
-            proc = subprocess.Popen(_command(operator), env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+            proc = subprocess.Popen(_command(operator), env=env, stdout=log, stderr=log,
+                                    preexec_fn=_die_with_parent)  # fmt: skip
             try:
                 try:
                     await _until(lambda: watches(server, QM) > 0 or proc.poll() is not None, 60,
@@ -171,14 +186,16 @@ async def run(models: int, operator: str, rest: float, timeout: float = 900.0) -
                 first = len(operator_calls(server))
                 result = await _drive(server, models, operator, timeout)
                 await _quiet(server, 2.0, timeout)
-                calls = operator_calls(server)[first:]
+                calls = [c for c in operator_calls(server)[first:] if c.verb != "watch"]
                 result.requests, result.by_verb = len(calls), Counter(_verb(c) for c in calls)
                 await asyncio.sleep(RESYNC_SECONDS)  # a resync after the last write
                 at_rest = len(operator_calls(server))
                 started = time.monotonic()
                 await asyncio.sleep(rest)
                 result.rest_seconds = time.monotonic() - started
-                result.rest_requests = len(operator_calls(server)) - at_rest
+                rest_calls = [c for c in operator_calls(server)[at_rest:] if c.verb != "watch"]
+                result.rest_by_verb = Counter(_verb(c) for c in rest_calls)
+                result.rest_requests = len(rest_calls)
                 result.cpu_seconds, result.peak_rss_mib = _usage(proc.pid)
             finally:
                 proc.terminate()
@@ -243,6 +260,12 @@ def render(results: list[Result]) -> str:
         if r.models:
             verbs = ", ".join(f"{v} {n / r.models:.1f}" for v, n in sorted(r.by_verb.items()))
             lines.append(f"- {r.operator}, N={r.models}, requests per model: {verbs}")
+        if r.to_deployments is not None:
+            lines.append(f"- {r.operator}, N={r.models}, requests per model by the time the last "
+                         f"Deployment appeared: {r.to_deployments / r.models:.1f}")  # fmt: skip
+        if r.rest_by_verb:
+            verbs = ", ".join(f"{v} {n}" for v, n in sorted(r.rest_by_verb.items()))
+            lines.append(f"- {r.operator}, N={r.models}, requests at rest: {verbs}")
     return "\n".join(lines)
 
 
@@ -252,8 +275,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, nargs="+", default=[0, 10, 100, 1000])
     parser.add_argument("--rest", type=float, default=20.0, help="seconds of the window at rest")
     parser.add_argument("--operator", choices=OPERATORS, nargs="+", default=list(OPERATORS))
+    parser.add_argument(
+        "--cluster", action="store_true", help="quantwise on the KUBECONFIG cluster (cluster.py)"
+    )
     args = parser.parse_args(argv)
-    results = [asyncio.run(run(n, op, args.rest)) for n in args.n for op in args.operator]
+    if args.cluster:
+        from benchmarks import cluster
+
+        results = [cluster.run(n, args.rest, RESYNC_SECONDS, Result, _usage) for n in args.n]
+    else:
+        results = [asyncio.run(run(n, op, args.rest)) for n in args.n for op in args.operator]
     print(render(results))
     print(
         f"\nAt rest: {args.rest:.0f} s with nothing changing, the resync every "

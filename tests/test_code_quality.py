@@ -49,3 +49,12 @@ def test_the_layers_hold() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 kept, 0 broken" in result.stdout
+
+
+def test_test_modules_have_unique_names() -> None:
+    """The test folders are not packages, so pytest imports each module by its basename
+    (rootdir-relative `prepend` mode): two files with one name fail the whole collection."""
+    by_name: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        by_name.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in by_name.items() if len(paths) > 1} == {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,22 +113,103 @@ def _json(response: Any) -> dict[str, Any]:
     return result
 
 
+# A callback told of every request the seam sends: verb (RBAC's: get, list, create, patch,
+# apply, delete), resource ("pods/log", "deployments/scale") and HTTP status (0: no answer).
+OnRequest = Callable[[str, str, int], None]
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def request_of(method: str, url: str, content_type: str = "") -> tuple[str, str]:
+    """The verb and resource of a request to the API, from its method and URL.
+
+    ``/api/v1/namespaces/ml/pods/x/log`` is ``get pods/log``; a PATCH as server-side apply
+    (``application/apply-patch+yaml``) is ``apply``; a GET without a name is ``list``.
+    """
+    path = urllib.parse.urlsplit(url).path.strip("/").split("/")
+    parts = path[2:] if path[:1] == ["api"] else path[3:]  # drop api/v1, apis/GROUP/VERSION
+    if parts[:1] == ["namespaces"] and len(parts) > 2:
+        parts = parts[2:]
+    resource = "/".join(parts[:1] + parts[2:3]) or "/"
+    verb = _VERBS.get(method.upper(), method.lower())
+    if verb == "patch" and "apply-patch" in content_type:
+        verb = "apply"
+    elif verb == "get" and len(parts) == 1:
+        verb = "list"
+    return verb, resource
+
+
+def _counted(request: Callable[..., Any], on_request: OnRequest) -> Callable[..., Any]:
+    def send(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        headers = kwargs.get("headers") or (args[0] if args else None) or {}
+        verb, resource = request_of(method, url, str(headers.get("Content-Type", "")))
+        status = 0
+        try:
+            response = request(method, url, *args, **kwargs)
+            status = int(getattr(response, "status", 0) or 0)
+            return response
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            raise
+        finally:
+            on_request(verb, resource, status)
+
+    return send
+
+
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"  # server-side apply (JSON is YAML)
+
+
+def _path(
+    group: str,
+    version: str,
+    plural: str,
+    namespace: str | None = None,
+    name: str | None = None,
+    subresource: str | None = None,
+) -> str:
+    """The API path of a collection, an object or its subresource."""
+    parts = ["/api/v1" if not group else f"/apis/{group}/{version}"]
+    if namespace:
+        parts.append(f"namespaces/{namespace}")
+    parts += [p for p in (plural, name, subresource) if p]
+    return "/".join(parts)
+
+
+def _served(kind: str) -> tuple[str, str, str]:
+    """(group, version, plural) of a kind quantwise applies."""
+    served = {
+        "Deployment": ("apps", "v1", "deployments"),
+        "Service": ("", "v1", "services"),
+        "LeaderWorkerSet": (LWS_GROUP, LWS_VERSION, LWS_PLURAL),
+    }
+    if kind not in served:
+        raise ValueError(f"quantwise does not apply {kind} objects")
+    return served[kind]
+
+
 class Kube:
     """Typed access to the objects quantwise writes, and the few reads no watch gives."""
 
-    def __init__(self, api: client.ApiClient, settings: Settings | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: Settings | None = None,
+        on_request: OnRequest | None = None,
+    ) -> None:
         settings = settings or Settings()
         self.api = api
-        self.core = client.CoreV1Api(api)
-        self.batch = client.BatchV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        if on_request is not None:  # every request, retries included (the metrics count them)
+            rest = api.rest_client
+            rest.request = _counted(rest.request, on_request)
         self.attempts = max(1, settings.api_retries)
         # Every request has a deadline: a hung connection must not hold a worker forever.
         self.timeout = (CONNECT_TIMEOUT_SECONDS, settings.api_timeout_seconds)
 
     @classmethod
-    def from_environment(cls, settings: Settings | None = None) -> Kube:
+    def from_environment(
+        cls, settings: Settings | None = None, on_request: OnRequest | None = None
+    ) -> Kube:
         """In a pod: the service account; elsewhere: the kubeconfig (``KUBECONFIG``).
 
         ``settings.kube_server`` (a URL, TLS not verified) points it at a test API server.
@@ -138,12 +220,12 @@ class Kube:
             configuration = client.Configuration()
             configuration.host = server.rstrip("/")
             configuration.verify_ssl = False
-            return cls(client.ApiClient(configuration), settings)
+            return cls(client.ApiClient(configuration), settings, on_request)
         try:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        return cls(client.ApiClient(), settings)
+        return cls(client.ApiClient(), settings, on_request)
 
     def close(self) -> None:
         """Release the client's connection pool."""
@@ -176,18 +258,45 @@ class Kube:
             time.sleep(min(RETRY_MAX_SECONDS, max(backoff, delay or 0.0)))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        _request_timeout: Any = None,
+    ) -> Any:
+        """One request through the client's transport; the raw response, or ApiException.
+
+        The transport is the client's (auth, TLS, proxy, User-Agent; ``.data`` of the response
+        is the body); a status outside 2xx raises ApiException as the client does. Its
+        generated API classes are not used: building their pydantic call validators costs ~40
+        MiB per process (CoreV1Api alone 21 MiB, kubernetes 37), more than a thousand models'
+        caches; the few paths quantwise calls are written here.
+        """
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        request = self.api.param_serialize(
+            method, path, query_params=list((query or {}).items()), header_params=headers,
+            body=body, auth_settings=["BearerToken"],
+        )  # fmt: skip
+        response = self.api.call_api(*request, _request_timeout=_request_timeout)
+        if not 200 <= response.status <= 299:
+            response.read()
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        return response.response
+
     # ----- QuantizedModels -----
 
     def patch_model_status(
         self, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any] | None:
         """Merge-patch the status subresource (None removes a key); the object, None if gone."""
+        path = _path(API_GROUP, API_VERSION, PLURAL, namespace, name, "status")
         try:
-            return _json(self._call(
-                self.custom.patch_namespaced_custom_object_status,
-                API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
-                _preload_content=False,
-            ))  # fmt: skip
+            return _json(self._call(self._request, "PATCH", path, {"status": status},
+                                    content_type=MERGE_PATCH))  # fmt: skip
         except ApiException as exc:
             if _missing(exc):
                 return None
@@ -198,9 +307,8 @@ class Kube:
     def create_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """Create the Job; the Job as created, None when it existed (409: the same Job)."""
         try:
-            return _json(self._call(
-                self.batch.create_namespaced_job, namespace, body, _preload_content=False
-            ))  # fmt: skip
+            return _json(self._call(self._request, "POST", _path("batch", "v1", "jobs", namespace),
+                                    body))  # fmt: skip
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -208,10 +316,12 @@ class Kube:
 
     def delete_job(self, namespace: str, name: str) -> None:
         """Delete the Job and, in the background, its pods; a missing Job (404) is success."""
+        self._delete(_path("batch", "v1", "jobs", namespace, name))
+
+    def _delete(self, path: str) -> None:
+        """Delete an object, its dependents in the background; gone already (404) is success."""
         try:
-            self._call(
-                self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background"
-            )
+            self._call(self._request, "DELETE", path, query={"propagationPolicy": "Background"})
         except ApiException as exc:
             if not _missing(exc):
                 raise
@@ -247,7 +357,7 @@ class Kube:
             "lastTimestamp": now,
             "count": 1,
         }
-        self._call(self.core.create_namespaced_event, meta["namespace"], body)
+        self._call(self._request, "POST", _path("", "v1", "events", meta["namespace"]), body)
 
     # ----- serving -----
 
@@ -257,70 +367,31 @@ class Kube:
         ``body`` is a Deployment, LeaderWorkerSet or Service.
         """
         meta = body["metadata"]
-        kwargs: dict[str, Any] = {
-            "field_manager": FIELD_MANAGER,
-            "force": True,
-            "_content_type": "application/apply-patch+yaml",
-            "_preload_content": False,
-        }
-        kind, name, namespace = body["kind"], meta["name"], meta["namespace"]
-        if kind == "Deployment":
-            response = self._call(
-                self.apps.patch_namespaced_deployment, name, namespace, body, **kwargs
-            )
-        elif kind == "Service":
-            response = self._call(
-                self.core.patch_namespaced_service, name, namespace, body, **kwargs
-            )
-        elif kind == "LeaderWorkerSet":
-            response = self._call(
-                self.custom.patch_namespaced_custom_object,
-                LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body, **kwargs,
-            )  # fmt: skip
-        else:
-            raise ValueError(f"quantwise does not apply {kind} objects")
-        return _json(response)
+        path = _path(*_served(body["kind"]), meta["namespace"], meta["name"])
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        return _json(self._call(self._request, "PATCH", path, body, query=query,
+                                content_type=APPLY_PATCH))  # fmt: skip
 
     def scale(self, kind: str, namespace: str, name: str, replicas: int) -> None:
         """Set a Deployment's or LeaderWorkerSet's replicas (the scale subresource)."""
-        body = {"spec": {"replicas": replicas}}
-        if kind == "Deployment":
-            self._call(self.apps.patch_namespaced_deployment_scale, name, namespace, body,
-                       _preload_content=False)  # fmt: skip
-        elif kind == "LeaderWorkerSet":
-            self._call(
-                self.custom.patch_namespaced_custom_object_scale,
-                LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body, _preload_content=False,
-            )  # fmt: skip
-        else:
+        if kind not in ("Deployment", "LeaderWorkerSet"):
             raise ValueError(f"quantwise does not scale {kind} objects")
+        path = _path(*_served(kind), namespace, name, "scale")
+        self._call(self._request, "PATCH", path, {"spec": {"replicas": replicas}},
+                   content_type=MERGE_PATCH)  # fmt: skip
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         """Delete a Deployment or LeaderWorkerSet (gone already is success); pods follow."""
-        try:
-            if kind == "Deployment":
-                self._call(
-                    self.apps.delete_namespaced_deployment,
-                    name, namespace, propagation_policy="Background",
-                )  # fmt: skip
-            elif kind == "LeaderWorkerSet":
-                self._call(
-                    self.custom.delete_namespaced_custom_object,
-                    LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name,
-                    propagation_policy="Background",
-                )  # fmt: skip
-            else:
-                raise ValueError(f"quantwise does not delete {kind} objects")
-        except ApiException as exc:
-            if not _missing(exc):
-                raise
+        if kind not in ("Deployment", "LeaderWorkerSet"):
+            raise ValueError(f"quantwise does not delete {kind} objects")
+        self._delete(_path(*_served(kind), namespace, name))
 
     # ----- reads no watch gives -----
 
     def api_group_served(self, group: str, version: str) -> bool:
         """Whether the API server serves ``group/version`` (discovery; no RBAC needed)."""
         try:
-            self._call(self.custom.get_api_resources, group, version, _preload_content=False)
+            self._call(self._request, "GET", f"/apis/{group}/{version}")
         except ApiException as exc:
             if _missing(exc):
                 return False
@@ -334,11 +405,10 @@ class Kube:
         kubelet that cannot be reached (a node down, a firewall) answers 500 for as long as it
         lasts. Callers treat the log as optional and read it again later.
         """
+        path = _path("", "v1", "pods", namespace, name, "log")
+        query = {"container": container, "limitBytes": str(limit_bytes)}
         try:
-            response = self._call(
-                self.core.read_namespaced_pod_log, name, namespace, attempts=1,
-                container=container, limit_bytes=limit_bytes, _preload_content=False,
-            )  # fmt: skip
+            response = self._call(self._request, "GET", path, query=query, attempts=1)
         except ApiException as exc:
             raise LogUnavailableError(f"HTTP {exc.status} {exc.reason}".strip()) from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -351,17 +421,11 @@ class Kube:
 
         A ClusterKopfPeering when ``namespace`` is None. None when it does not exist.
         """
+        plural = "kopfpeerings" if namespace else "clusterkopfpeerings"
         try:
-            if namespace is None:
-                body = self._call(
-                    self.custom.get_cluster_custom_object,
-                    "kopf.dev", "v1", "clusterkopfpeerings", name, _preload_content=False,
-                )  # fmt: skip
-            else:
-                body = self._call(
-                    self.custom.get_namespaced_custom_object,
-                    "kopf.dev", "v1", namespace, "kopfpeerings", name, _preload_content=False,
-                )  # fmt: skip
+            body = self._call(
+                self._request, "GET", _path("kopf.dev", "v1", plural, namespace, name)
+            )
         except ApiException as exc:
             if _missing(exc):
                 return None

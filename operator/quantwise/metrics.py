@@ -5,6 +5,9 @@
 - ``quantwise_jobs_completed_total{kind,result}``, ``quantwise_job_duration_seconds{kind}``
   (start to completion of quantization and inspection Jobs), ``quantwise_job_failures_total
   {kind,reason}``.
+- ``quantwise_api_requests_total{verb,resource,code}``: every request the operator sends to the
+  Kubernetes API, retries included (Kopf's watch streams are not counted): what the operator
+  costs the API server (``benchmarks/reconcile.py`` reads it).
 - ``quantwise_plan_*{namespace,name}``: the plan in each model's ``status.plan`` (tensor- and
   pipeline-parallel size, GPU memory utilization, KV-cache tokens, weight bytes per GPU).
 
@@ -99,24 +102,42 @@ MEASURED_KV_ERROR = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+API_REQUESTS = Counter(
+    "quantwise_api_requests",
+    "Requests the operator sent to the Kubernetes API, by verb, resource and HTTP status "
+    "(0: no answer); Kopf's watch streams are not counted.",
+    ["verb", "resource", "code"],
+    registry=REGISTRY,
+)
 _MEASURED = {"kvCacheTokens": MEASURED_KV_TOKENS, "errorPercent": MEASURED_KV_ERROR}
 
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
+_counts: Tally[str] = Tally()  # models per phase, kept with _phases (no recount per write)
 _jobs_seen: set[str] = set()
 
 
+def _set_phase(key: tuple[str, str], phase: str | None) -> None:
+    """Move a model to ``phase`` (None: forget it) and publish the two counts that moved."""
+    old = _phases.pop(key, None)
+    if old is not None:
+        _counts[old] -= 1
+        MODELS.labels(old).set(_counts[old])
+    if phase is not None:
+        _phases[key] = phase
+        _counts[phase] += 1
+        MODELS.labels(phase).set(_counts[phase])
+
+
 def _publish_phases() -> None:
-    counts = Tally(_phases.values())
-    for phase in (*PHASES, *counts):
-        MODELS.labels(phase).set(counts.get(phase, 0))
+    for phase in (*PHASES, *_counts):
+        MODELS.labels(phase).set(_counts.get(phase, 0))
 
 
 def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     """Record a model's phase and plan from the status the operator just wrote."""
     with _lock:
-        _phases[(namespace, name)] = str(status.get("phase") or "Pending")
-        _publish_phases()
+        _set_phase((namespace, name), str(status.get("phase") or "Pending"))
     plan = status.get("plan") or {}
     for field, gauge in PLAN.items():
         value = plan.get(field)
@@ -141,8 +162,7 @@ def _remove(gauge: Gauge, namespace: str, name: str) -> None:
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted model's series."""
     with _lock:
-        _phases.pop((namespace, name), None)
-        _publish_phases()
+        _set_phase((namespace, name), None)
     for gauge in (*PLAN.values(), *_MEASURED.values()):
         _remove(gauge, namespace, name)
 
@@ -179,6 +199,11 @@ def record_job(job: dict[str, Any]) -> None:
     started, finished = _time(status.get("startTime")), _time(status.get("completionTime"))
     if started and finished and finished >= started:
         JOB_SECONDS.labels(kind).observe((finished - started).total_seconds())
+
+
+def record_request(verb: str, resource: str, status: int) -> None:
+    """Count one request to the Kubernetes API (quantwise.k8s calls this for each)."""
+    API_REQUESTS.labels(verb, resource, str(status)).inc()
 
 
 def serve(port: int, address: str = "0.0.0.0") -> None:  # noqa: S104 - a pod's metrics port

@@ -6,16 +6,17 @@ import asyncio
 import copy
 import socket
 import urllib.request
+from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import JOBS, OPERATOR, eventually, objects, run_operator
+from conftest import JOBS, OPERATOR, eventually, objects, quiet, run_operator
 from prometheus_client.parser import text_string_to_metric_families
 from test_operator import BASE, MODEL, finish_job, status
 from test_reconcile import report
 
 from quantwise.api.report import dump_report
-from support.kmockx import QuantwiseEmulator
+from support.kmockx import QuantwiseEmulator, operator_calls
 
 pytestmark = [pytest.mark.kmock(cls=QuantwiseEmulator), pytest.mark.asyncio]
 
@@ -80,3 +81,41 @@ async def test_metrics_follow_the_model(server: Any) -> None:
         )
         completed = (("kind", "quantizer"), ("result", "succeeded"))
         assert samples[("quantwise_jobs_completed_total", completed)] == 1
+
+
+def by_request(calls: list[Any]) -> Counter[tuple[str, str]]:
+    """kmock's record of the Kubernetes client's requests, as (verb, resource) counts."""
+    return Counter(
+        ("apply" if c.apply else c.verb, f"{c.resource}/{c.subresource}" if c.subresource
+         else c.resource)
+        for c in calls if c.user_agent.startswith("OpenAPI-Generator")
+    )  # fmt: skip
+
+
+async def test_the_request_counter_counts_what_the_api_server_received(server: Any) -> None:
+    """quantwise_api_requests_total agrees with kmock's log of the operator's requests, one by
+    one: a Job created, a pod's log read, a Deployment and a Service applied, status patches,
+    Events, and a 500 the seam retried (counted twice, with its code)."""
+    port = free_port()
+    async with run_operator(
+        server, OPERATOR, namespaces=("ml",), reload=("quantwise.handlers", "quantwise.metrics"),
+        env={"QUANTWISE_METRICS_PORT": str(port)},
+    ):  # fmt: skip
+        server.inject("create", "jobs", status=500, times=1)
+        resp = await server.post(BASE, json=copy.deepcopy(MODEL))
+        assert resp.status < 300
+        (job,) = await eventually(lambda: list(objects(server, JOBS)))
+        await finish_job(server, job, dump_report(report()))
+        await eventually(lambda: status(server).get("phase") == "Deploying")
+        await quiet(server)
+        samples = await scrape(port)
+    counted: Counter[tuple[str, str]] = Counter()
+    codes: Counter[str] = Counter()
+    for (name, labels), value in samples.items():
+        if name == "quantwise_api_requests_total":
+            label = dict(labels)
+            counted[(label["verb"], label["resource"])] += int(value)
+            codes[label["code"]] += int(value)
+    assert counted == by_request(operator_calls(server))
+    assert counted[("create", "jobs")] == 2 and codes["500"] == 1
+    assert counted[("apply", "deployments")] == 1 and counted[("apply", "services")] == 1

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -295,7 +296,10 @@ class Nodes:
         resources: dict[str, str] | None = None,
         logs: bool = True,
         root: Path | None = None,
+        quantwise: Path | None = None,
     ) -> Node:
+        """Start a stand-in node; ``quantwise``: what runs a Job's ``quantwise`` command (the
+        installed one by default; the fleet benchmark gives a stand-in for the quantizer)."""
         script = standin_path()
         if not script.is_file():
             pytest.skip(
@@ -308,11 +312,11 @@ class Nodes:
         port = _free_port(address)
         root = root or self.workdir / name
         root.mkdir(parents=True, exist_ok=True)
-        quantwise = shutil.which("quantwise", path=str(Path(sys.executable).parent))
-        assert quantwise, "the quantwise command is not installed next to this Python"
+        command = quantwise or shutil.which("quantwise", path=str(Path(sys.executable).parent))
+        assert command, "the quantwise command is not installed next to this Python"
         labels = {"quantwise.dev/e2e-node": name, SESSION_LABEL: SESSION, **(labels or {})}
         argv = [
-            sys.executable, str(script), "--root", str(root), "--quantwise", quantwise,
+            sys.executable, str(script), "--root", str(root), "--quantwise", str(command),
             "--node", name, "--address", address, "--kubelet-port", str(port),
             "--gpus", str(gpus), "--product", product, "--memory-mib", str(memory_mib), "--cc", cc,
         ]  # fmt: skip
@@ -539,6 +543,26 @@ def printer_columns(cluster: Cluster, namespace: str, name: str) -> dict[str, An
                      accept="application/json;as=Table;v=v1;g=meta.k8s.io")  # fmt: skip
     names = [c["name"] for c in table["columnDefinitions"]]
     return dict(zip(names, table["rows"][0]["cells"], strict=True))
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (for the operator's /metrics)."""
+    return _free_port("127.0.0.1")
+
+
+def api_requests(port: int, verb: str, resource: str) -> dict[str, int]:
+    """The operator's ``quantwise_api_requests_total`` for one verb and resource, by HTTP code."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        sample.labels["code"]: int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "quantwise_api_requests_total"
+        and (sample.labels["verb"], sample.labels["resource"]) == (verb, resource)
+    }
 
 
 def get_json(cluster: Cluster, path: str, accept: str = "application/json") -> Any:

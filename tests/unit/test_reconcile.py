@@ -24,7 +24,7 @@ from quantwise.planning.inventory import NodeGpus, pools
 from quantwise.planning.weights import WeightFormat, estimate_weights
 from quantwise.reconcile.artifact import RETRY_ANNOTATION
 from quantwise.reconcile.core import reconcile
-from quantwise.reconcile.observe import JobState, WorkloadState
+from quantwise.reconcile.observe import JobState, WorkloadState, workload_state
 from quantwise.reconcile.state import Observation, Outcome
 from quantwise.render.names import artifact_hash, job_name
 from quantwise.settings import Settings
@@ -571,3 +571,54 @@ def test_a_leader_worker_set_model_reports_its_ready_groups_as_replicas() -> Non
     assert out.status.phase == "Ready"
     assert out.status.replicas == 2
     assert out.status.selector is not None
+
+
+# Statuses as the real controllers write them: a Deployment's first rollout (its pod created,
+# not yet available), the same Deployment done, then a pod lost (kube-controller-manager 1.36).
+ROLLING = {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+DONE = {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}
+
+
+def deployment_body(available: int, progressing: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "Deployment", "metadata": {"generation": 1}, "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                   "availableReplicas": available, "conditions": [progressing]},
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("body", "ready"),
+    [
+        (deployment_body(0, ROLLING), ("False", "Progressing")),  # the first rollout: no warning
+        (deployment_body(1, DONE), ("True", "Available")),
+        (deployment_body(0, DONE), ("False", "Unavailable")),  # a pod lost after the rollout
+        (deployment_body(0, {"type": "Progressing", "status": "False",
+                             "reason": "ProgressDeadlineExceeded"}), ("False", "Unavailable")),
+    ],
+)  # fmt: skip
+def test_a_rollout_under_way_is_progressing_and_a_lost_replica_is_unavailable(
+    body: dict[str, Any], ready: tuple[str, str]
+) -> None:
+    deployed = run(observe(job=succeeded(dump_report(report()))))
+    out = run(observe(status=deployed.status.to_api(), deployment=workload_state(body), now=LATER))
+    assert cond(out, "Ready") == ready
+
+
+@pytest.mark.parametrize(
+    ("conditions", "rolling"),
+    [
+        ([{"type": "Progressing", "status": "True"}], True),  # groups being created
+        ([{"type": "Available", "status": "True"}], False),
+        ([{"type": "Available", "status": "False"}, {"type": "Progressing", "status": "True"}],
+         False),  # was available, a group lost
+        ([{"type": "Available", "status": "False"}, {"type": "UpdateInProgress", "status": "True"},
+          {"type": "Progressing", "status": "True"}], True),  # an update
+    ],
+)  # fmt: skip
+def test_a_leader_worker_set_rolls_out_until_first_available_or_while_updating(
+    conditions: list[dict[str, str]], rolling: bool
+) -> None:
+    body = {"kind": "LeaderWorkerSet", "metadata": {"generation": 2}, "spec": {"replicas": 1},
+            "status": {"readyReplicas": 0, "updatedReplicas": 1, "conditions": conditions}}  # fmt: skip
+    assert workload_state(body).progressing is rolling

@@ -108,7 +108,8 @@ class Reason(StrEnum):
         Steps a person follows are (JobCreated, Quantized, Applied, Available, every failure);
         the ones in between are only in the conditions, so that a fleet's Events stay few (a
         JobRunning, a Progressing, a FastKernel, a Planned says nothing the next Event does not:
-        Applied names the shape the plan chose, status.plan holds the rest).
+        Applied names the shape the plan chose, status.plan holds the rest; every Job's pod is
+        pending a moment, so JobPending is in the condition only, quoting the scheduler).
         """
         return self not in _QUIET
 
@@ -120,8 +121,9 @@ _IN_PROGRESS = frozenset(
 )  # fmt: skip
 _WARNS = frozenset({Reason.WAITING_FOR_GPU, Reason.ROLLOUT_WAITING_FOR_GPU})
 _QUIET = frozenset(
-    {Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED, Reason.FAST_KERNEL,
-     Reason.PLANNED, Reason.LOG_UNAVAILABLE, Reason.ROLLING_OUT, Reason.UP_TO_DATE}
+    {Reason.JOB_PENDING, Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED,
+     Reason.FAST_KERNEL, Reason.PLANNED, Reason.LOG_UNAVAILABLE, Reason.ROLLING_OUT,
+     Reason.UP_TO_DATE}
 )  # fmt: skip
 
 

@@ -38,7 +38,7 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     # the CRDs are installed before the operator starts.
     if not ours.cluster_wide:
         settings.scanning.disabled = True
-    runtime = Runtime(Kube.from_environment(ours), ours)
+    runtime = Runtime(Kube.from_environment(ours, metrics.record_request), ours)
     memo.runtime = runtime
     if ours.metrics_port and not getattr(memo, "metrics_served", False):
         metrics.serve(ours.metrics_port)

@@ -44,6 +44,8 @@ class WorkloadState:
     observed_generation: int = 0
     desired_replicas: int | None = None
     """``spec.replicas`` as the object is now (0 while stopped for an update)."""
+    progressing: bool = False
+    """Its controller reports a rollout under way (pods created, not all available yet)."""
 
 
 def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
@@ -100,6 +102,33 @@ def pending_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+# A Deployment's Progressing condition while its controller is still rolling pods out; once the
+# new ReplicaSet is available the reason becomes NewReplicaSetAvailable, and stays so when a pod
+# is lost later (kubernetes pkg/controller/deployment/util/deployment_util.go).
+DEPLOYMENT_ROLLING = frozenset({"NewReplicaSetCreated", "FoundNewReplicaSet", "ReplicaSetUpdated"})
+
+
+def _rolling_out(status: dict[str, Any], lws: bool) -> bool:
+    """Whether the workload's controller reports a rollout under way, not a lost replica.
+
+    A LeaderWorkerSet is Progressing whenever a group is not ready, and UpdateInProgress while
+    groups are updated; Available appears once all were ready and turns False, not away, when
+    one is lost (lws pkg/controllers/leaderworkerset_controller.go, updateConditions): so a
+    rollout is UpdateInProgress, or Progressing before it was ever Available.
+    """
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    if not lws:
+        progressing = conditions.get("Progressing") or {}
+        return (
+            progressing.get("status") == "True" and progressing.get("reason") in DEPLOYMENT_ROLLING
+        )
+    if (conditions.get("UpdateInProgress") or {}).get("status") == "True":
+        return True
+    return (conditions.get("Progressing") or {}).get(
+        "status"
+    ) == "True" and "Available" not in conditions
+
+
 def workload_state(body: dict[str, Any]) -> WorkloadState:
     """A Deployment's or LeaderWorkerSet's replicas: updated, available (LWS: ready groups).
 
@@ -114,6 +143,7 @@ def workload_state(body: dict[str, Any]) -> WorkloadState:
         generation=generation,
         observed_generation=generation if lws else status.get("observedGeneration") or 0,
         desired_replicas=(body.get("spec") or {}).get("replicas"),
+        progressing=_rolling_out(status, lws),
     )
 
 

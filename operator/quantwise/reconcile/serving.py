@@ -81,7 +81,8 @@ def readiness(workload: WorkloadState | None, replicas: int) -> tuple[bool, Reas
             Reason.AVAILABLE,
             (f"{workload.available_replicas} of {replicas} replicas available"),
         )
-    if workload.observed_generation < workload.generation or workload.updated_replicas < replicas:
+    behind = workload.observed_generation < workload.generation
+    if behind or workload.updated_replicas < replicas or workload.progressing:
         return (
             False,
             Reason.PROGRESSING,
