@@ -311,8 +311,17 @@ class Kube:
             raise
         return True
 
-    def pod_log(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
-        """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early).
+    def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        limit_bytes: int,
+        tail_lines: int | None = None,
+    ) -> str:
+        """The first ``limit_bytes`` of a container's log, or of its last ``tail_lines`` lines.
+
+        vLLM logs its KV cache early; a Job's latest progress is at the end.
 
         One attempt, no retries: the API server proxies the read to the node's kubelet, and a
         kubelet that cannot be reached (a node down, a firewall) answers 500 for as long as it
@@ -322,6 +331,7 @@ class Kube:
             response = self._call(
                 self.core.read_namespaced_pod_log, name, namespace, attempts=1,
                 container=container, limit_bytes=limit_bytes, _preload_content=False,
+                **({"tail_lines": tail_lines} if tail_lines is not None else {}),
             )  # fmt: skip
         except ApiException as exc:
             raise LogUnavailableError(f"HTTP {exc.status} {exc.reason}".strip()) from exc
