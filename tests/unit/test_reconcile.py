@@ -45,7 +45,9 @@ PASSED = ReportQuality(
 )  # fmt: skip
 
 
-def report(bits: int = 4, group: int = 128, quality: ReportQuality | None = PASSED) -> QuantizeReport:
+def report(
+    bits: int = 4, group: int = 128, quality: ReportQuality | None = PASSED
+) -> QuantizeReport:
     fmt = WeightFormat(bits, group, False)
     weights = estimate_weights(ARCH, fmt)
     h = artifact_hash(QuantizedModelSpec.model_validate(SPEC))

@@ -78,6 +78,13 @@ def advice(asked: Asked, increase: float | None) -> list[str]:
             "check the checkpoint: an increase this large (or a perplexity that is not a "
             "number) means broken output, e.g. a tokenizer that does not belong to the model"
         )
+    if asked.method == "none":
+        steps.append(
+            "this pre-quantized checkpoint loses more than the limit allows: quantize the base "
+            "model with quantwise instead (spec.source: the base model, spec.quantization.method: "
+            "awq, or gptq with bits: 8), or serve another checkpoint"
+        )
+        return steps
     samples = asked.calibration_samples
     if samples is not None:
         hint = ""
