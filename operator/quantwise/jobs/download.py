@@ -55,13 +55,20 @@ def cached_bytes(folder: Path) -> int:
 
 
 def _poll(
-    folder: Path, total: int | None, progress: Progress, stop: threading.Event, every: float
+    folder: Path,
+    total: int | None,
+    progress: Progress,
+    stop: threading.Event,
+    every: float,
+    before: int,
 ) -> None:
-    before = cached_bytes(folder)  # the tokenizer's and config's files, fetched already
+    """Report the bytes the folder grew by beyond ``before``, until ``stop`` or all are there."""
     last = 0
     while not stop.wait(every):
+        # A file renamed from *.incomplete while the folder is read is missed once: count only
+        # growth, so the steps never go back.
         done = cached_bytes(folder) - before
-        if done == last:
+        if done <= last:
             continue
         last = done
         if total is not None and done >= total:
@@ -85,9 +92,11 @@ def watch_download(
         return
     total = _total_bytes(repo, revision)
     progress.begin("downloading", total)
+    folder = blobs_dir(repo)
+    before = cached_bytes(folder)  # the tokenizer's and config's files, fetched already
     stop = threading.Event()
     watcher = threading.Thread(
-        target=_poll, args=(blobs_dir(repo), total, progress, stop, every), daemon=True
+        target=_poll, args=(folder, total, progress, stop, every, before), daemon=True
     )
     watcher.start()
     try:
