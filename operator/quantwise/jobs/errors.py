@@ -89,11 +89,16 @@ def classify(exc: BaseException, model: str, stage: str) -> JobError:
                 f"and name it in spec.quantization.{field}.pvc",
             )
         if "OutOfMemoryError" in names or isinstance(link, MemoryError):
+            lower = (
+                "spec.quantization.evaluation.sequenceLength (or set evaluation.enabled: false)"
+                if "evaluat" in stage
+                else "spec.quantization.calibration.samples / sequenceLength"
+            )
             return JobError(
                 "OutOfMemory",
                 f"out of memory while {stage}: give the Job more GPU memory "
                 "(spec.quantizer.gpus, or a bigger GPU with spec.quantizer.nodeSelector) or "
-                "lower spec.quantization.calibration.samples / sequenceLength",
+                f"lower {lower}",
             )
         if isinstance(link, ValueError | KeyError) and (
             "Unrecognized configuration class" in text

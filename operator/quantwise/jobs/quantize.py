@@ -25,6 +25,7 @@ from typing import Any
 from quantwise import __version__
 from quantwise.api.report import QuantizeError, QuantizeReport, ReportQuality, dump_report
 from quantwise.jobs import artifact, evaluation
+from quantwise.jobs.calibration import HeldOut, load_calibration, load_evaluation
 from quantwise.jobs.checkpoint import (
     CheckpointFiles,
     HubCheckpoint,
@@ -164,7 +165,7 @@ def _compare_saved(
     revision: str,
     evaluate: EvaluationArgs,
     stage: Stage,
-    held_out: Any = None,
+    held_out: HeldOut | None = None,
     seed: int = 0,
 ) -> ReportQuality:
     """Perplexity of the base model and of a saved checkpoint, loaded one after the other."""
@@ -274,10 +275,8 @@ class QuantizeArgs:
         samples = self.samples if r.needs_calibration else None
         return Asked(r.method, r.bits, r.group_size, samples, tuple(r.ignore))
 
-    def held_out(self) -> Any:
+    def held_out(self) -> HeldOut | None:
         """The calibration that evaluation on the same data must not overlap (or None)."""
-        from quantwise.jobs.calibration import HeldOut
-
         e = self.evaluate
         calibrated = self.request.needs_calibration and self.calibration is not None
         if e is None or not e.held_out or not calibrated:
@@ -392,15 +391,17 @@ def _no_samples(evaluate: EvaluationArgs) -> str:
 
 
 def _evaluation_samples(
-    evaluate: EvaluationArgs | None, tokenizer: Any, stage: Stage, held_out: Any, seed: int
+    evaluate: EvaluationArgs | None,
+    tokenizer: Any,
+    stage: Stage,
+    held_out: HeldOut | None,
+    seed: int,
 ) -> list[list[int]] | None:
     """The evaluation's token ids: None when not evaluated, [] when there is no data."""
     if evaluate is None:
         return None
     if evaluate.dataset is None:
         return []
-    from quantwise.jobs.calibration import load_evaluation
-
     stage.name = "loading evaluation data"
     return load_evaluation(evaluate.dataset, tokenizer, evaluate.samples,
                            evaluate.sequence_length, split=evaluate.split, seed=seed,
@@ -478,8 +479,6 @@ def _calibration_data(args: QuantizeArgs, tokenizer: Any, stage: Stage) -> Any |
                 "uses scale 1.0 for --kv-cache-dtype fp8"
             )
         return None
-    from quantwise.jobs.calibration import load_calibration
-
     stage.name = "loading calibration data"
     assert args.calibration is not None
     return load_calibration(
