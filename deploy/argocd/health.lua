@@ -1,9 +1,12 @@
 -- Argo CD health check for quantwise.dev/QuantizedModel.
 --   Progressing: quantizing, validating, planning, deploying, or the operator has not yet
 --                observed the latest spec (status.observedGeneration < metadata.generation).
+--                While the Job runs, the message carries its stage (status.progress), e.g.
+--                "Quantizing: calibrating 45% ~38m left".
 --   Healthy:     phase Ready (the Ready condition is True): the endpoint serves.
 --   Suspended:   spec.serving.replicas is 0 (nothing to serve, nothing wrong).
---   Degraded:    phase Failed, with the failing condition's reason and message.
+--   Degraded:    phase Failed, with the failing condition's reason and message (a failed
+--                quality gate: QualityVerified QualityGateFailed with both perplexities).
 -- Install: argocd-cm key resource.customizations.health.quantwise.dev_QuantizedModel
 -- (see deploy/argocd/argocd-cm.yaml).
 local hs = {}
@@ -50,7 +53,7 @@ local ready = condition(status, "Ready")
 if status.phase == "Failed" then
   hs.status = "Degraded"
   hs.message = "Failed"
-  for _, kind in ipairs({"Quantized", "Validated", "Planned", "Deployed", "Ready"}) do
+  for _, kind in ipairs({"QualityVerified", "Quantized", "Validated", "Planned", "Deployed", "Ready"}) do
     local c = condition(status, kind)
     if c ~= nil and c.status == "False" then
       hs.message = describe(c)
@@ -77,6 +80,10 @@ end
 
 hs.status = "Progressing"
 hs.message = status.phase
+if status.progress ~= nil and status.progress.message ~= nil and status.progress.message ~= "" then
+  hs.message = status.phase .. ": " .. status.progress.message
+  return hs
+end
 for _, kind in ipairs({"Ready", "Deployed", "Planned", "Validated", "Quantized"}) do
   local c = condition(status, kind)
   if c ~= nil and c.status ~= "True" then

@@ -17,7 +17,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
@@ -62,6 +62,11 @@ from quantwise.quantization.methods import (
     QUANTIZING,
     default_split,
 )
+from quantwise.quantization.quality import (
+    DEFAULT_EVALUATION_SAMPLES,
+    DEFAULT_EVALUATION_SEQUENCE_LENGTH,
+    DEFAULT_MAX_PERPLEXITY_INCREASE_PERCENT,
+)
 from quantwise.quantization.recipe import QuantizeRequest
 from quantwise.quantization.validate import validate
 from quantwise.reconcile.validation import produced_checkpoint
@@ -69,6 +74,9 @@ from quantwise.render.job import TERMINATION_LOG
 from quantwise.render.serving import serving_objects
 from quantwise.settings import Settings
 from quantwise.vllm import DEFAULT_IMAGE, DEFAULT_VERSION, format_version, version_of
+
+if TYPE_CHECKING:
+    from quantwise.jobs.evaluation import EvaluationArgs
 
 DEFAULT_NAME = "model"
 DEFAULT_NAMESPACE = "default"
@@ -641,19 +649,64 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         samples=args.samples,
         sequence_length=args.sequence_length,
         seed=args.seed,
+        evaluate=_evaluation_args(args, dataset, split),
     )
     return run_job(lambda stage: quantize_model(job, stage), args.model, args.report_path)
 
 
+def _evaluation_args(
+    args: argparse.Namespace, calibration: str | None, calibration_split: str | None
+) -> EvaluationArgs | None:
+    """The quality gate's flags: by default a held-out slice of the calibration data."""
+    from quantwise.jobs.evaluation import EvaluationArgs
+
+    if args.no_eval:
+        return None
+    dataset = args.eval_dataset or calibration
+    held_out = calibration is not None and dataset == calibration
+    split = args.eval_split or (calibration_split if held_out else default_split(dataset))
+    held_out = held_out and split == calibration_split
+    return EvaluationArgs(
+        dataset=dataset,
+        split=split or "train",
+        samples=args.eval_samples,
+        sequence_length=args.eval_sequence_length,
+        limit_percent=args.max_perplexity_increase,
+        held_out=held_out,
+    )
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from quantwise.jobs.quantize import configure_logging, inspect_checkpoint, run_job
+    from quantwise.jobs.quantize import BaseModel, configure_logging, inspect_checkpoint, run_job
 
     configure_logging()
+    base = BaseModel(args.base_model, args.base_revision) if args.base_model else None
+    evaluate = _evaluation_args(args, None, None) if base is not None else None
     return run_job(
-        lambda stage: inspect_checkpoint(args.model, args.revision, stage),
+        lambda stage: inspect_checkpoint(args.model, args.revision, stage, base, evaluate),
         args.model,
         args.report_path,
     )
+
+
+def _evaluation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--eval-dataset",
+        help="data to measure perplexity on: a dataset on Hugging Face, or a file or dir "
+        "(default: a held-out slice of --calibration)",
+    )
+    p.add_argument("--eval-split", help="split of --eval-dataset (default: as for calibration)")
+    p.add_argument("--eval-samples", type=int, default=DEFAULT_EVALUATION_SAMPLES,
+                   help="evaluation samples")  # fmt: skip
+    p.add_argument("--eval-sequence-length", type=int, default=DEFAULT_EVALUATION_SEQUENCE_LENGTH,
+                   help="tokens per evaluation sample")  # fmt: skip
+    p.add_argument(
+        "--max-perplexity-increase", type=float, default=DEFAULT_MAX_PERPLEXITY_INCREASE_PERCENT,
+        metavar="PERCENT",
+        help="the quality gate: fail (exit 3) when the quantized model's perplexity is more than "
+        "this many percent above the base model's",
+    )  # fmt: skip
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluation and the gate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -801,6 +854,7 @@ def _job_commands(sub: Commands) -> None:
     )
     p_quantize.add_argument("--output", required=True, help="artifact directory to create")
     p_quantize.add_argument("--report-path", default=TERMINATION_LOG)
+    _evaluation_flags(p_quantize)
     p_quantize.set_defaults(func=cmd_quantize)
 
     p_inspect = sub.add_parser(
@@ -809,6 +863,11 @@ def _job_commands(sub: Commands) -> None:
     p_inspect.add_argument("--model", required=True, help="Hugging Face repo or a directory")
     p_inspect.add_argument("--revision", default="main")
     p_inspect.add_argument("--report-path", default=TERMINATION_LOG)
+    p_inspect.add_argument(
+        "--base-model", help="the unquantized model to compare perplexity with (Hub or dir)"
+    )
+    p_inspect.add_argument("--base-revision", default="main")
+    _evaluation_flags(p_inspect)
     p_inspect.set_defaults(func=cmd_inspect)
 
 

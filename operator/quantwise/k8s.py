@@ -398,8 +398,17 @@ class Kube:
             raise
         return True
 
-    def pod_log(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
-        """The first ``limit_bytes`` of a container's log (vLLM logs its KV cache early).
+    def pod_log(
+        self,
+        namespace: str,
+        name: str,
+        container: str,
+        limit_bytes: int,
+        tail_lines: int | None = None,
+    ) -> str:
+        """The first ``limit_bytes`` of a container's log, or of its last ``tail_lines`` lines.
+
+        vLLM logs its KV cache early; a Job's latest progress is at the end.
 
         One attempt, no retries: the API server proxies the read to the node's kubelet, and a
         kubelet that cannot be reached (a node down, a firewall) answers 500 for as long as it
@@ -407,6 +416,8 @@ class Kube:
         """
         path = _path("", "v1", "pods", namespace, name, "log")
         query = {"container": container, "limitBytes": str(limit_bytes)}
+        if tail_lines is not None:
+            query["tailLines"] = str(tail_lines)
         try:
             response = self._call(self._request, "GET", path, query=query, attempts=1)
         except ApiException as exc:

@@ -10,6 +10,11 @@
   costs the API server (``benchmarks/reconcile.py`` reads it).
 - ``quantwise_plan_*{namespace,name}``: the plan in each model's ``status.plan`` (tensor- and
   pipeline-parallel size, GPU memory utilization, KV-cache tokens, weight bytes per GPU).
+- ``quantwise_perplexity{namespace,name,model}`` (model: base or quantized) and
+  ``quantwise_perplexity_increase_percent{namespace,name}``: the quality gate's figures of the
+  served artifact (``status.artifact.quality``).
+- ``quantwise_job_progress_percent{namespace,name,stage}`` and
+  ``quantwise_job_eta_seconds{namespace,name}``: a running Job's ``status.progress``.
 
 Series of a deleted model are removed. The vLLM pods serve their own ``/metrics``
 (``vllm:kv_cache_usage_perc``, ``vllm:num_requests_waiting``...): the chart's optional PodMonitor
@@ -111,6 +116,32 @@ API_REQUESTS = Counter(
 )
 _MEASURED = {"kvCacheTokens": MEASURED_KV_TOKENS, "errorPercent": MEASURED_KV_ERROR}
 
+PERPLEXITY = Gauge(
+    "quantwise_perplexity",
+    "Perplexity on the held-out evaluation tokens, of the base and of the quantized model.",
+    ["namespace", "name", "model"],
+    registry=REGISTRY,
+)
+PERPLEXITY_INCREASE = Gauge(
+    "quantwise_perplexity_increase_percent",
+    "How much higher the served quantized model's perplexity is than the base model's (%).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+PROGRESS = Gauge(
+    "quantwise_job_progress_percent",
+    "Percent done of the running Job's stage (status.progress).",
+    ["namespace", "name", "stage"],
+    registry=REGISTRY,
+)
+PROGRESS_ETA = Gauge(
+    "quantwise_job_eta_seconds",
+    "Estimated seconds left in the running Job's stage.",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+_stages: dict[tuple[str, str], str] = {}
+
 _lock = threading.Lock()
 _phases: dict[tuple[str, str], str] = {}
 _counts: Tally[str] = Tally()  # models per phase, kept with _phases (no recount per write)
@@ -152,6 +183,45 @@ def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
             gauge.labels(namespace, name).set(value)
         else:
             _remove(gauge, namespace, name)
+    _record_quality(namespace, name, (status.get("artifact") or {}).get("quality") or {})
+    _record_progress(namespace, name, status.get("progress") or {})
+
+
+def _record_quality(namespace: str, name: str, quality: dict[str, Any]) -> None:
+    for model, field in (("base", "baselinePerplexity"), ("quantized", "perplexity")):
+        value = quality.get(field)
+        if isinstance(value, int | float):
+            PERPLEXITY.labels(namespace, name, model).set(value)
+        else:
+            with contextlib.suppress(KeyError):
+                PERPLEXITY.remove(namespace, name, model)
+    increase = quality.get("increasePercent")
+    if isinstance(increase, int | float):
+        PERPLEXITY_INCREASE.labels(namespace, name).set(increase)
+    else:
+        _remove(PERPLEXITY_INCREASE, namespace, name)
+
+
+def _record_progress(namespace: str, name: str, progress: dict[str, Any]) -> None:
+    stage = progress.get("stage")
+    with _lock:
+        before = _stages.pop((namespace, name), None)
+        if stage:
+            _stages[(namespace, name)] = str(stage)
+    if before is not None and before != stage:
+        with contextlib.suppress(KeyError):
+            PROGRESS.remove(namespace, name, before)
+    percent = progress.get("percent")
+    if stage and isinstance(percent, int | float):
+        PROGRESS.labels(namespace, name, str(stage)).set(percent)
+    elif stage:
+        with contextlib.suppress(KeyError):
+            PROGRESS.remove(namespace, name, str(stage))
+    eta = progress.get("etaSeconds")
+    if isinstance(eta, int | float):
+        PROGRESS_ETA.labels(namespace, name).set(eta)
+    else:
+        _remove(PROGRESS_ETA, namespace, name)
 
 
 def _remove(gauge: Gauge, namespace: str, name: str) -> None:
@@ -163,8 +233,10 @@ def forget(namespace: str, name: str) -> None:
     """Drop a deleted model's series."""
     with _lock:
         _set_phase((namespace, name), None)
-    for gauge in (*PLAN.values(), *_MEASURED.values()):
+    for gauge in (*PLAN.values(), *_MEASURED.values(), PERPLEXITY_INCREASE, PROGRESS_ETA):
         _remove(gauge, namespace, name)
+    _record_quality(namespace, name, {})
+    _record_progress(namespace, name, {})
 
 
 def _time(value: Any) -> datetime.datetime | None:

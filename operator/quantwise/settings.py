@@ -40,6 +40,12 @@ class Settings:
     """Read timeout of one API request."""
     log_retry_seconds: float = 60.0
     """A serving pod's log that could not be read is read again after this long."""
+    progress_interval_seconds: float = 60.0
+    """A running Job pod's log tail (its progress lines) is read at most this often: one
+    request per running Job per interval, none for models whose Job does not run."""
+    progress_stall_seconds: float = 1200.0
+    """No progress line for this long is shown as such (status.progress, Quantized
+    NoProgress and one Event)."""
     metrics_port: int | None = None
     peering: str | None = None
     """Kopf's peering object (several replicas, one active); None when standalone."""
@@ -81,6 +87,8 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUANTWISE_API_RETRIES": ("api_retries", int),
     "QUANTWISE_API_TIMEOUT_SECONDS": ("api_timeout_seconds", float),
     "QUANTWISE_LOG_RETRY_SECONDS": ("log_retry_seconds", float),
+    "QUANTWISE_PROGRESS_INTERVAL_SECONDS": ("progress_interval_seconds", float),
+    "QUANTWISE_PROGRESS_STALL_SECONDS": ("progress_stall_seconds", float),
     "QUANTWISE_METRICS_PORT": ("metrics_port", int),
     "QUANTWISE_KUBE_SERVER": ("kube_server", str),
 }

@@ -83,6 +83,7 @@ async def test_model_goes_from_job_to_deployment(operator: Any) -> None:
     types = {c["type"]: c["status"] for c in st["conditions"]}
     assert types == {
         "Quantized": "True",
+        "QualityVerified": "True",
         "Validated": "True",
         "Planned": "True",
         "Deployed": "True",

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from safetensors import safe_open
 
+from quantwise.api.progress import parse_line
 from quantwise.api.report import MAX_REPORT_BYTES, QuantizeError, QuantizeReport, parse_report
 from quantwise.cli import main
 from quantwise.jobs.artifact import MARKER
@@ -415,6 +416,11 @@ def test_quantize_a_gated_hub_model_with_its_token(
     assert isinstance(report, QuantizeReport)
     assert report.quantization.weight_bits == 8
     assert "GET /org/tiny-llama/resolve/main/model.safetensors" in hub.requests
+    # The download is a stage of its own, counted in bytes of the weights (their headers read
+    # first, by range requests).
+    stages = [p for p in map(parse_line, done.stdout.splitlines()) if p is not None]
+    downloading = next(p for p in stages if p.stage == "downloading")
+    assert (downloading.step, downloading.steps) == (0, data_bytes(tiny_llama))
     # Without the token the same repository is gated, and the Job says what to do.
     env.pop("HF_TOKEN")
     done = subprocess.run(

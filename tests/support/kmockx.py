@@ -20,7 +20,8 @@ with one that behaves like kube-apiserver where operators notice the difference:
 * 404 / 409 / 422 are answered as API responses, not collected in ``kmock.errors`` (so
   ``@pytest.mark.kmock(strict=True)`` only fails on real emulator errors).
 * ``GET /api/v1/namespaces`` no longer answers 500 (kmock's path parser is patched for it).
-* ``pods/<name>/log`` serves text from ``emulator.pod_logs[namespace, name]``.
+* ``pods/<name>/log`` serves text from ``emulator.pod_logs[namespace, name]`` (``tailLines``
+  and ``limitBytes`` honoured as a kubelet does).
 * Every request is recorded as an :class:`ApiCall` (Kubernetes verb, group, version, resource,
   subresource, namespace, name, server-side apply?) in ``emulator.calls`` for RBAC checks.
 * Faults: ``emulator.inject(verb, resource, status=..., times=N, retry_after=..., delay=...)``
@@ -726,7 +727,13 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         failure = self.pod_log_failures.get((request.namespace, request.name))
         if failure is not None:  # as the API server answers when the kubelet is unreachable
             return _error(failure, 'Get "https://node:10250/containerLogs/...": refused')
-        return aiohttp.web.Response(text=self.pod_logs.get((request.namespace, request.name), ""))
+        data = self.pod_logs.get((request.namespace, request.name), "").encode()
+        # As a kubelet answers: the last tailLines lines, then at most limitBytes of them.
+        if (tail := request.params.get("tailLines")) is not None:
+            data = b"".join(data.splitlines(keepends=True)[-int(tail) :])
+        if (limit := request.params.get("limitBytes")) is not None:
+            data = data[: int(limit)]
+        return aiohttp.web.Response(body=data, content_type="text/plain")
 
     # ----- reads (kmock registers these bound methods as its fallbacks) -----
 

@@ -79,6 +79,24 @@ def test_failed_is_degraded_with_the_condition_message() -> None:
     assert result["message"].startswith("Quantized GatedModel: meta-llama/x is gated")
 
 
+def test_a_running_job_is_progressing_with_its_stage() -> None:
+    from test_progress import RUNNING, line, log
+
+    obs = observe(job=RUNNING, now="2026-11-22T11:06:00Z")
+    obs = obs.__class__(**{**obs.__dict__, "job_log": log(line("calibrating", 36, 80, 360, 200))})
+    result = health(model(run(obs).status.to_api()))
+    assert result == {"status": "Progressing",
+                      "message": "Quantizing: calibrating 45% ~5m left"}  # fmt: skip
+
+
+def test_a_failed_quality_gate_is_degraded_with_both_perplexities() -> None:
+    from test_quality_gate import gate_failure
+
+    result = health(model(run(observe(job=gate_failure())).status.to_api()))
+    assert result["status"] == "Degraded"
+    assert result["message"].startswith("QualityVerified QualityGateFailed: perplexity 8.2 after")
+
+
 def test_a_newer_generation_not_yet_observed_is_progressing() -> None:
     deployed = run(observe(job=succeeded(dump_report(report()))))
     ready = run(observe(status=deployed.status.to_api(), deployment=AVAILABLE, now=LATER))

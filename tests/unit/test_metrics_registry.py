@@ -24,6 +24,27 @@ def test_phases_and_plans_follow_models_and_are_dropped_with_them() -> None:
     metrics.forget("t1", "b")
 
 
+def test_quality_and_progress_follow_the_status_and_go_with_the_model() -> None:
+    quality = {"baselinePerplexity": 6.14, "perplexity": 6.32, "increasePercent": 2.93}
+    metrics.record_status("t2", "q", {"phase": "Quantizing",
+                                      "progress": {"stage": "loading"}})  # fmt: skip
+    metrics.record_status("t2", "q", {"phase": "Quantizing", "progress": {
+        "stage": "calibrating", "percent": 45, "etaSeconds": 300}})  # fmt: skip
+    assert value("quantwise_job_progress_percent", namespace="t2", name="q",
+                 stage="calibrating") == 45  # fmt: skip
+    assert value("quantwise_job_eta_seconds", namespace="t2", name="q") == 300
+    metrics.record_status("t2", "q", {"phase": "Ready", "artifact": {"quality": quality}})
+    assert value("quantwise_job_progress_percent", namespace="t2", name="q",
+                 stage="calibrating") is None  # fmt: skip
+    assert value("quantwise_job_eta_seconds", namespace="t2", name="q") is None
+    assert value("quantwise_perplexity", namespace="t2", name="q", model="base") == 6.14
+    assert value("quantwise_perplexity", namespace="t2", name="q", model="quantized") == 6.32
+    assert value("quantwise_perplexity_increase_percent", namespace="t2", name="q") == 2.93
+    metrics.forget("t2", "q")
+    assert value("quantwise_perplexity", namespace="t2", name="q", model="base") is None
+    assert value("quantwise_perplexity_increase_percent", namespace="t2", name="q") is None
+
+
 def job(uid: str, condition: str, reason: str = "") -> dict[str, object]:
     return {
         "metadata": {

@@ -27,7 +27,11 @@ def test_awq_job_arguments_are_an_argument_list() -> None:
         "quantize", "--model", "meta-llama/Llama-3.1-8B-Instruct", "--revision", "main",
         "--method", "awq", "--bits", "4", "--group-size", "128", "--asymmetric",
         "--calibration", "HuggingFaceH4/ultrachat_200k", "--samples", "256", "--sequence-length", "512",
-        "--ignore", "lm_head", "--output", f"/artifacts/quantized/llama-{h}", "--report-path", "/dev/termination-log",
+        "--ignore", "lm_head",
+        # The quality gate, by default on a held-out slice of the calibration data.
+        "--eval-dataset", "HuggingFaceH4/ultrachat_200k", "--eval-samples", "128",
+        "--eval-sequence-length", "512", "--max-perplexity-increase", "15",
+        "--output", f"/artifacts/quantized/llama-{h}", "--report-path", "/dev/termination-log",
     ]  # fmt: skip
     j = job(BASE)
     assert container(j)["command"] == ["quantwise"]
@@ -124,6 +128,79 @@ def test_separate_claims_are_mounted_read_only_where_only_read() -> None:
         if m["name"].startswith("data-")
     }
     assert mounts == {"/artifacts": False, "/source": True}
+
+
+def evaluation(value: dict[str, Any], obj: dict[str, Any] = BASE) -> dict[str, Any]:
+    return with_("spec.quantization.evaluation", value, obj)
+
+
+def test_the_quality_gate_reaches_the_job_and_not_the_artifact_hash() -> None:
+    obj = evaluation({"samples": 64, "sequenceLength": 1024, "maxPerplexityIncreasePercent": 7.5,
+                      "dataset": "Salesforce/wikitext", "split": "test"})  # fmt: skip
+    args = quantizer_args("llama", spec_of(obj))
+    tail = args[args.index("--eval-dataset") : args.index("--output")]
+    assert tail == ["--eval-dataset", "Salesforce/wikitext", "--eval-split", "test",
+                    "--eval-samples", "64", "--eval-sequence-length", "1024",
+                    "--max-perplexity-increase", "7.5"]  # fmt: skip
+    # The gate judges the artifact without changing it: same hash, same Job, same directory.
+    assert artifact_hash(spec_of(obj)) == artifact_hash(spec_of(BASE))
+    assert job(obj)["metadata"]["name"] == job(BASE)["metadata"]["name"]
+
+
+def test_evaluation_disabled_is_no_eval_and_mounts_nothing() -> None:
+    obj = evaluation({"enabled": False, "pvc": {"claimName": "eval", "path": "wiki.txt"}})
+    j = job(obj)
+    args = container(j)["args"]
+    assert "--no-eval" in args and "--eval-dataset" not in args
+    assert "/evaluation" not in {m["mountPath"] for m in container(j)["volumeMounts"]}
+
+
+def test_evaluation_file_on_its_own_claim_is_mounted_read_only() -> None:
+    obj = evaluation({"pvc": {"claimName": "eval-data", "path": "held/out.jsonl"}})
+    j = job(obj)
+    args = container(j)["args"]
+    assert args[args.index("--eval-dataset") + 1] == "/evaluation/held/out.jsonl"
+    assert "--eval-split" not in args
+    mounts = {m["mountPath"]: m["readOnly"] for m in container(j)["volumeMounts"]
+              if m["name"].startswith("data-")}  # fmt: skip
+    assert mounts == {"/artifacts": False, "/evaluation": True}
+
+
+def test_fp8_dynamic_evaluates_on_the_calibration_file_it_does_not_calibrate_on() -> None:
+    obj = with_("spec.quantization", {"method": "fp8-dynamic", "calibration": {
+        "pvc": {"claimName": "cal", "path": "data.jsonl"}}})  # fmt: skip
+    j = job(obj)
+    args = container(j)["args"]
+    assert "--calibration" not in args
+    assert args[args.index("--eval-dataset") + 1] == "/calibration/data.jsonl"
+    assert "/calibration" in {m["mountPath"] for m in container(j)["volumeMounts"]}
+
+
+def test_a_prequantized_checkpoint_is_compared_with_its_base_model() -> None:
+    obj = with_("spec.quantization", {"method": "none", "evaluation": {
+        "baseModel": {"pvc": {"claimName": "models", "path": "base/llama"}}}})  # fmt: skip
+    obj = with_("spec.source", {"pvc": {"claimName": "models", "path": "awq/llama"}}, obj)
+    obj = with_("spec.storage", ..., obj)
+    j = job(obj)
+    args = container(j)["args"]
+    assert args[:3] == ["inspect", "--model", "/source/awq/llama"]
+    # One claim for the checkpoint and the base model: mounted once, both paths on it.
+    assert args[args.index("--base-model") + 1] == "/source/base/llama"
+    assert args[args.index("--eval-dataset") + 1] == "HuggingFaceH4/ultrachat_200k"
+    # Without a base model a pre-quantized checkpoint is not evaluated: no flags at all.
+    plain = with_("spec.quantization", {"method": "none"})
+    assert not [a for a in container(job(plain))["args"] if "eval" in a or "base" in a]
+
+
+def test_a_gated_base_model_gets_its_token() -> None:
+    obj = with_("spec.quantization", {"method": "none", "evaluation": {"baseModel": {
+        "huggingFace": {"repo": "meta-llama/Llama-3.1-8B",
+                        "tokenSecretRef": {"name": "hf", "key": "token"}}}}})  # fmt: skip
+    obj = with_("spec.source", {"huggingFace": {"repo": "org/llama-awq"}}, obj)
+    c = container(job(obj))
+    assert c["args"][c["args"].index("--base-model") + 1] == "meta-llama/Llama-3.1-8B"
+    assert {"name": "HF_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}} in c["env"]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -129,8 +129,12 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
 def _printer_columns() -> list[dict[str, Any]]:
     return [
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        # While the Job runs: "calibrating 45% ~38m left" (status.progress.message).
+        {"name": "Progress", "type": "string", "jsonPath": ".status.progress.message"},
         {"name": "Method", "type": "string", "jsonPath": ".spec.quantization.method"},
         {"name": "Bits", "type": "integer", "jsonPath": ".status.artifact.bits"},
+        # The quality gate: how much higher the perplexity is than the base model's.
+        {"name": "PPL+%", "type": "number", "jsonPath": ".status.artifact.quality.increasePercent"},
         {"name": "TP", "type": "integer", "jsonPath": ".status.plan.tensorParallelSize"},
         {"name": "GPU-Util", "type": "number", "jsonPath": ".status.plan.gpuMemoryUtilization"},
         {
@@ -146,6 +150,12 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
         {"name": "GPU", "type": "string", "jsonPath": ".status.plan.gpu", "priority": 1},
         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint", "priority": 1},
+        {
+            "name": "Quality",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="QualityVerified")].reason',
+            "priority": 1,
+        },
     ]
 
 

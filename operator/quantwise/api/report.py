@@ -107,6 +107,27 @@ class ReportQuantization(_ReportModel):
     )
 
 
+class ReportQuality(_ReportModel):
+    """What quantization cost: perplexity of the base and the quantized model on the same tokens.
+
+    ``baselinePerplexity`` / ``perplexity`` are None when the model gave no finite number (NaN
+    logits: a broken checkpoint); ``notMeasured`` says why there are no figures at all (no
+    held-out evaluation data).
+    """
+
+    baseline_perplexity: float | None = Field(default=None, ge=0)
+    perplexity: float | None = Field(default=None, ge=0)
+    increase_percent: float | None = Field(
+        default=None, description="(perplexity - baseline) / baseline x 100."
+    )
+    limit_percent: float | None = Field(default=None, ge=0, description="The gate's limit.")
+    samples: int = Field(default=0, ge=0, description="Evaluation samples.")
+    tokens: int = Field(default=0, ge=0, description="Tokens whose perplexity was measured.")
+    passed: bool | None = Field(default=None, description="Within the limit (None: not judged).")
+    duration_seconds: float | None = Field(default=None, ge=0, description="Time it took.")
+    not_measured: str | None = Field(default=None, max_length=512)
+
+
 class QuantizeReport(_ReportModel):
     """A Job's successful result."""
 
@@ -117,6 +138,9 @@ class QuantizeReport(_ReportModel):
     architecture: Architecture
     duration_seconds: float = Field(ge=0)
     reused: bool = Field(default=False, description="A complete artifact was found; no work done.")
+    quality: ReportQuality | None = Field(
+        default=None, description="The quality gate's figures (None: not evaluated)."
+    )
 
 
 class QuantizeError(_ReportModel):
@@ -126,6 +150,9 @@ class QuantizeError(_ReportModel):
     kind: Literal["QuantizeError"] = "QuantizeError"
     reason: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=64)
     message: str = Field(max_length=2048)
+    quality: ReportQuality | None = Field(
+        default=None, description="The figures of a Job that failed the quality gate."
+    )
 
 
 Report = Annotated[QuantizeReport | QuantizeError, Field(discriminator="kind")]

@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from quantwise.api.base import ApiModel
-from quantwise.api.report import WeightBytes
+from quantwise.api.report import ReportQuality, WeightBytes
 from quantwise.planning.architecture import Architecture
 from quantwise.planning.planner import Plan
 
@@ -32,6 +32,7 @@ class ConditionType(StrEnum):
     """The conditions of a QuantizedModel, in the order the loop reaches them."""
 
     QUANTIZED = "Quantized"
+    QUALITY_VERIFIED = "QualityVerified"
     VALIDATED = "Validated"
     PLANNED = "Planned"
     DEPLOYED = "Deployed"
@@ -53,6 +54,11 @@ class Reason(StrEnum):
     OUT_OF_MEMORY = "OutOfMemory"
     QUANTIZED = "Quantized"
     INSPECTED = "Inspected"
+    NO_PROGRESS = "NoProgress"
+    # QualityVerified
+    WITHIN_LIMIT = "WithinLimit"
+    QUALITY_GATE_FAILED = "QualityGateFailed"
+    NOT_MEASURED = "NotMeasured"
     # Validated
     SUPPORTED = "Supported"
     FAST_KERNEL = "FastKernel"
@@ -123,7 +129,7 @@ _WARNS = frozenset({Reason.WAITING_FOR_GPU, Reason.ROLLOUT_WAITING_FOR_GPU})
 _QUIET = frozenset(
     {Reason.JOB_PENDING, Reason.JOB_RUNNING, Reason.PROGRESSING, Reason.SUPPORTED,
      Reason.FAST_KERNEL, Reason.PLANNED, Reason.LOG_UNAVAILABLE, Reason.ROLLING_OUT,
-     Reason.UP_TO_DATE}
+     Reason.UP_TO_DATE, Reason.WITHIN_LIMIT, Reason.NOT_MEASURED}
 )  # fmt: skip
 
 
@@ -177,6 +183,49 @@ class ArtifactStatus(ApiModel):
     )
     architecture: Architecture | None = Field(
         default=None, description="The model's shape, as the Job read it from config.json."
+    )
+    quality: ReportQuality | None = Field(
+        default=None,
+        description="Perplexity of the base and the quantized model on the same held-out "
+        "tokens, as the Job measured them (the quality gate's figures).",
+    )
+
+
+class ProgressStatus(ApiModel):
+    """What a running Job is doing, from the progress lines at the tail of its pod's log."""
+
+    stage: str = Field(
+        max_length=64,
+        description="downloading, loading, evaluating, calibrating, saving, done (inspection: "
+        "reading).",
+    )
+    step: int | None = Field(default=None, ge=0, description="Steps of the stage done.")
+    steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="Steps in the stage: decoder layers while calibrating, batches while "
+        "evaluating, bytes while downloading.",
+    )
+    percent: int | None = Field(default=None, ge=0, le=100, description="Of the stage, whole.")
+    eta_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Estimated time left in the stage at the stage's rate so far (rounded).",
+    )
+    last_progress_time: str | None = Field(
+        default=None,
+        description="When the Job wrote the progress line these figures come from.",
+        json_schema_extra={"format": "date-time"},
+    )
+    stalled_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Set when no progress line came for a long time: how long (rounded).",
+    )
+    message: str = Field(
+        default="",
+        max_length=256,
+        description="What the Progress printer column shows, e.g. 'calibrating 45% ~38m left'.",
     )
 
 
@@ -329,6 +378,9 @@ class QuantizedModelStatus(ApiModel):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     artifact: ArtifactStatus | None = Field(default=None, description="The artifact served.")
+    progress: ProgressStatus | None = Field(
+        default=None, description="What the quantization or inspection Job is doing, while it runs."
+    )
     plan: PlanStatus | None = Field(default=None, description="The serving plan.")
     endpoint: str | None = Field(
         default=None, description="OpenAI-compatible base URL inside the cluster."

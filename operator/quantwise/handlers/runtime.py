@@ -54,6 +54,7 @@ class Runtime:
         self._guard = threading.Lock()
         self._seen: dict[tuple[str, str, str], str] = {}
         self._log_reads: dict[str, float] = {}
+        self._progress_reads: dict[str, float] = {}
         self._failures: dict[ModelKey, int] = {}
         self._lws: tuple[float, bool] | None = None
         self._paused: tuple[float, bool] = (0.0, False)
@@ -189,6 +190,18 @@ class Runtime:
         with self._guard:
             self._log_reads[pod_uid] = (
                 float("inf") if ok else time.monotonic() + self.settings.log_retry_seconds
+            )
+
+    def progress_due(self, pod_uid: str) -> bool:
+        """Whether a running Job pod's log tail is to be read now (at most once an interval)."""
+        with self._guard:
+            return self._progress_reads.get(pod_uid, 0.0) <= time.monotonic()
+
+    def progress_read(self, pod_uid: str) -> None:
+        """Record a read (or a failed one) of a Job pod's log: the next is an interval away."""
+        with self._guard:
+            self._progress_reads[pod_uid] = (
+                time.monotonic() + self.settings.progress_interval_seconds
             )
 
     # ----- discovery and peering -----

@@ -1,7 +1,8 @@
 """The worker threads: observe a model from the caches, decide, write only what differs.
 
 Each worker takes a model from the work queue, builds its Observation from the watch caches (no
-API reads, but for a ready vLLM pod's start-up log, once), calls the pure
+API reads, but for a ready vLLM pod's start-up log, once, and the tail of a running Job pod's log
+at most every ``settings.progress_interval_seconds``), calls the pure
 :func:`~quantwise.reconcile.core.reconcile`, carries out its actions (an apply only when the
 object differs from what quantwise last applied, or was edited since) and patches the status
 when it changed. A reconcile that raises is retried with a doubling backoff; one that ends in a
@@ -44,6 +45,7 @@ from quantwise.reconcile.state import (
     Scale,
 )
 from quantwise.reconcile.validation import kernel_validator
+from quantwise.render.job import QUANTIZER_CONTAINER
 from quantwise.render.names import FIELD_MANAGER, LABEL_ROLE, job_name
 from quantwise.render.serving import LEADER_CONTAINER, VLLM_CONTAINER
 from quantwise.vllm import DEFAULT_IMAGE
@@ -63,11 +65,14 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
         spec: QuantizedModelSpec | None = QuantizedModelSpec.model_validate(model.spec)
     except ValueError:
         spec = None
-    job = None
+    job, job_log = None, None
     if spec is not None:
         found = rt.job(ns, name, job_name(name, spec))
         if found is not None:
-            job = job_state(found, rt.job_pods(ns, found["metadata"]["name"]))
+            pods = rt.job_pods(ns, found["metadata"]["name"])
+            job = job_state(found, pods)
+            if job.pod_running:
+                job_log = read_job_log(rt, ns, pods[0])
     deployment = rt.applied("Deployment", ns, name)
     plan = model.status.get("plan") or {}
     across_nodes = (plan.get("pipelineParallelSize") or 1) > 1
@@ -91,10 +96,38 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
             if spec is not None and spec.serving.gpu is None
             else None
         ),
-        vllm_log=vllm_log, vllm_log_error=log_error,
+        vllm_log=vllm_log, vllm_log_error=log_error, job_log=job_log,
         serving_pending=pending_message(rt.serving_pods(ns, name)),
     )  # fmt: skip
     return obs, log_error
+
+
+# The tail of a Job pod's log that is read for its progress: the quantizer prints a progress line
+# per decoder layer, between which llm-compressor logs about 4 lines per quantized module (7 per
+# Llama layer); 500 lines hold several progress lines, 256 KiB caps an odd long line.
+PROGRESS_TAIL_LINES = 500
+PROGRESS_TAIL_BYTES = 256 * 1024
+
+
+def read_job_log(rt: Runtime, namespace: str, pod: dict[str, Any]) -> str | None:
+    """The tail of a running Job pod's log, when a read is due (None: not read now).
+
+    Best effort, as the vLLM log: a read that fails (no permission for pods/log, the kubelet
+    cannot be reached, the pod is gone) is logged and leaves the last known progress in place;
+    either way the next read is ``settings.progress_interval_seconds`` away.
+    """
+    meta = pod["metadata"]
+    uid = str(meta.get("uid") or meta.get("name"))
+    if not rt.progress_due(uid):
+        return None
+    rt.progress_read(uid)
+    try:
+        return rt.kube.pod_log(namespace, meta["name"], QUANTIZER_CONTAINER, PROGRESS_TAIL_BYTES,
+                               tail_lines=PROGRESS_TAIL_LINES)  # fmt: skip
+    except LogUnavailableError as exc:
+        log.info("%s/%s: no progress: could not read the log of pod %s (%s)", namespace,
+                 meta.get("name"), meta.get("name"), exc)  # fmt: skip
+        return None
 
 
 def read_vllm_log(
@@ -220,6 +253,8 @@ def reconcile_model(rt: Runtime, key: ModelKey) -> Outcome | None:
         metrics.record_status(model.namespace, model.name, new)
     if log_error is not None:
         rt.queue.add_after(key, rt.settings.log_retry_seconds)
+    if obs.job is not None and obs.job.pod_running:  # come back for the Job's next progress
+        rt.queue.add_after(key, rt.settings.progress_interval_seconds)
     return outcome
 
 

@@ -130,13 +130,26 @@ def staging(target: Path) -> Iterator[Path]:
         raise
 
 
-def publish(staged: Path, target: Path, inputs: Mapping[str, Any], report: QuantizeReport) -> None:
-    """Seal ``staged`` with its marker, flush it, and rename it to ``target`` (atomic)."""
-    marker = {
+def publish(
+    staged: Path,
+    target: Path,
+    inputs: Mapping[str, Any],
+    report: QuantizeReport,
+    evaluation: Mapping[str, Any] | None = None,
+) -> None:
+    """Seal ``staged`` with its marker, flush it, and rename it to ``target`` (atomic).
+
+    ``evaluation``: what the report's quality figures were measured on, so that a later run
+    with the same evaluation judges them again instead of measuring (not part of ``inputs``:
+    the quality gate does not change the artifact).
+    """
+    marker: dict[str, Any] = {
         "version": MARKER_VERSION,
         "inputs": dict(inputs),
         "report": report.model_dump(by_alias=True, exclude_none=True, mode="json"),
     }
+    if evaluation is not None:
+        marker["evaluation"] = dict(evaluation)
     (staged / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     _seal_tree(staged)
     staged.chmod(0o755)  # mkdtemp made it 0700

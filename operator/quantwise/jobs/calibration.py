@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,10 @@ TEXT_COLUMNS = ("text", "messages", "conversations", "prompt", "content")
 RECORDS_PER_SAMPLE = 4
 
 
-def _missing(where: str) -> JobError:
+def _missing(where: str, field: str = "calibration") -> JobError:
     return JobError(
         "DatasetNotFound",
-        f"calibration data {where} not found: check spec.quantization.calibration (dataset, or "
+        f"{field} data {where} not found: check spec.quantization.{field} (dataset, or "
         "pvc.claimName and pvc.path of a JSONL/text file on a volume)",
     )
 
@@ -106,12 +107,21 @@ def _records_from_path(path: Path) -> list[dict[str, Any]] | str:
     return path.read_text(encoding="utf-8")
 
 
-def _records_from_hub(name: str, split: str, samples: int) -> list[dict[str, Any]]:
+def _records_from_hub(
+    name: str, split: str, samples: int, skip_samples: int = 0
+) -> list[dict[str, Any]]:
+    """Records of a named dataset: ``samples`` x RECORDS_PER_SAMPLE of its split.
+
+    They start after the first ``skip_samples`` x RECORDS_PER_SAMPLE records, the ones a
+    calibration of ``skip_samples`` samples reads.
+    """
     import datasets
 
     if "[" not in split:
-        split = f"{split}[:{samples * RECORDS_PER_SAMPLE}]"
-    log.info("calibration: loading %s split %s", name, split)
+        first = skip_samples * RECORDS_PER_SAMPLE
+        last = first + samples * RECORDS_PER_SAMPLE
+        split = f"{split}[{first}:{last}]" if first else f"{split}[:{last}]"
+    log.info("loading %s split %s", name, split)
     loaded = datasets.load_dataset(name, split=split)
     return [dict(r) for r in loaded]
 
@@ -138,14 +148,76 @@ def tokenize_texts(
     return result
 
 
-def chunk_text(text: str, tokenizer: Any, samples: int, sequence_length: int) -> list[list[int]]:
-    """A long text cut into ``sequence_length``-token pieces (at most ``samples``)."""
+def chunk_text(
+    text: str, tokenizer: Any, samples: int, sequence_length: int, skip_tokens: int = 0
+) -> tuple[list[list[int]], int]:
+    """A long text cut into ``sequence_length``-token pieces (at most ``samples``).
+
+    The pieces start at token ``skip_tokens``; also returned: the token they reach.
+    """
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return [
-        ids[start : start + sequence_length]
-        for start in range(0, len(ids), sequence_length)
-        if len(ids[start : start + sequence_length]) >= min(sequence_length, 16)
-    ][:samples]
+    pieces: list[list[int]] = []
+    position = skip_tokens
+    while position < len(ids) and len(pieces) < samples:
+        piece = ids[position : position + sequence_length]
+        if len(piece) >= min(sequence_length, 16):
+            pieces.append(piece)
+        position += sequence_length
+    return pieces, position
+
+
+def _select(
+    found: list[dict[str, Any]] | str,
+    tokenizer: Any,
+    samples: int,
+    sequence_length: int,
+    seed: int,
+    skip: int = 0,
+) -> tuple[list[list[int]], int]:
+    """Token ids of up to ``samples`` samples, and how far into the data they reach.
+
+    From the records (shuffled with ``seed``) after the first ``skip``, or from one text after
+    its first ``skip`` tokens. How far they reach (records, or tokens) is where a held-out slice
+    starts.
+    """
+    if isinstance(found, str):
+        return chunk_text(found, tokenizer, samples, sequence_length, skip_tokens=skip)
+    result: list[list[int]] = []
+    used = skip
+    for record in _shuffled(found, seed)[skip:]:
+        if len(result) >= samples:
+            break
+        used += 1
+        text = record_text(record, tokenizer)
+        ids = (
+            tokenizer(text, truncation=True, max_length=sequence_length)["input_ids"]
+            if text
+            else []
+        )
+        if ids:
+            result.append(list(ids))
+    return result, used
+
+
+def _read(
+    source: str, split: str, samples: int, skip_samples: int = 0, field: str = "calibration"
+) -> list[dict[str, Any]] | str:
+    """The records (or the one text) of ``source``: a path, or a Hugging Face dataset name."""
+    path = Path(source)
+    if _is_path(source):
+        if not path.exists():
+            raise _missing(f"file {source}", field)
+        return _records_from_path(path)
+    return _records_from_hub(source, split, samples, skip_samples)
+
+
+def _log_selected(what: str, source: str, ids: list[list[int]], samples: int, length: int) -> None:
+    if len(ids) < samples:
+        log.warning("%s: %s gave %d samples, fewer than the %d asked for", what, source, len(ids),
+                    samples)  # fmt: skip
+    tokens = sum(len(i) for i in ids)
+    log.info("%s: %d samples, %d tokens (up to %d per sample) from %s", what, len(ids), tokens,
+             length, source)  # fmt: skip
 
 
 def load_calibration(
@@ -163,40 +235,58 @@ def load_calibration(
     """
     import datasets
 
-    path = Path(source)
-    is_path = source.startswith(("/", ".")) or path.exists()
-    if is_path:
-        if not path.exists():
-            raise _missing(f"file {source}")
-        found: list[dict[str, Any]] | str = _records_from_path(path)
-    else:
-        found = _records_from_hub(source, split, samples)
-    if isinstance(found, str):
-        ids = chunk_text(found, tokenizer, samples, sequence_length)
-    else:
-        texts = (record_text(r, tokenizer) for r in _shuffled(found, seed))
-        ids = tokenize_texts((t for t in texts if t), tokenizer, samples, sequence_length)
+    ids, _ = _select(_read(source, split, samples), tokenizer, samples, sequence_length, seed)
     if not ids:
         raise JobError(
             "DatasetEmpty",
             f"calibration data {source} gave no text: records need a 'text', 'messages' or "
             "'prompt' field (spec.quantization.calibration)",
         )
-    if len(ids) < samples:
-        log.warning(
-            "calibration: %s gave %d samples, fewer than the %d asked for",
-            source,
-            len(ids),
-            samples,
-        )
-    tokens = sum(len(i) for i in ids)
-    log.info(
-        "calibration: %d samples, %d tokens (up to %d per sample) from %s",
-        len(ids),
-        tokens,
-        sequence_length,
-        source,
-    )
+    _log_selected("calibration", source, ids, samples, sequence_length)
     return datasets.Dataset.from_dict(
         {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
     )
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The calibration an evaluation on the same data must not overlap: its samples and length."""
+
+    samples: int
+    sequence_length: int
+
+
+def load_evaluation(
+    source: str,
+    tokenizer: Any,
+    samples: int,
+    sequence_length: int,
+    split: str = "train",
+    seed: int = 0,
+    held_out: HeldOut | None = None,
+) -> list[list[int]]:
+    """Token ids of up to ``samples`` evaluation samples (an empty list when there are none).
+
+    With ``held_out`` (``source`` is also the calibration data), only what the calibration does
+    not read: of a named dataset, the records after the ones it fetches; of a file, the records
+    (in the same seeded order) or the tokens after the ones it takes. Samples of one token
+    predict nothing and are left out.
+    """
+    if held_out is None:
+        found = _read(source, split, samples, field="evaluation")
+        ids, _ = _select(found, tokenizer, samples, sequence_length, seed)
+    else:
+        found = _read(source, split, samples, held_out.samples, field="evaluation")
+        skip = 0
+        if isinstance(found, str) or "[" in split or _is_path(source):
+            # Replay the calibration's choice, to start where it stopped.
+            _, skip = _select(found, tokenizer, held_out.samples, held_out.sequence_length, seed)
+        ids, _ = _select(found, tokenizer, samples, sequence_length, seed, skip=skip)
+    ids = [i for i in ids if len(i) >= 2]
+    if ids:
+        _log_selected("evaluation", source, ids, samples, sequence_length)
+    return ids
+
+
+def _is_path(source: str) -> bool:
+    return source.startswith(("/", ".")) or Path(source).exists()

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from quantwise.api.report import ReportQuality
+
 
 @dataclass
 class JobError(Exception):
@@ -23,6 +25,8 @@ class JobError(Exception):
     reason: str
     message: str
     permanent: bool = True
+    quality: ReportQuality | None = None
+    """The quality gate's figures, reported with a QualityGateFailed failure."""
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -77,18 +81,24 @@ def classify(exc: BaseException, model: str, stage: str) -> JobError:
                 "spec.source.huggingFace.repo, and for a private repository set tokenSecretRef",
             )
         if "DatasetNotFoundError" in names or "DataFilesNotFoundError" in names:
+            field = "evaluation" if "evaluation" in stage else "calibration"
             return JobError(
                 "DatasetNotFound",
-                f"calibration dataset not found ({_one_line(text, 200)}): check "
-                "spec.quantization.calibration.dataset, or put a JSONL/text file on a volume "
-                "and name it in spec.quantization.calibration.pvc",
+                f"{field} dataset not found ({_one_line(text, 200)}): check "
+                f"spec.quantization.{field}.dataset, or put a JSONL/text file on a volume "
+                f"and name it in spec.quantization.{field}.pvc",
             )
         if "OutOfMemoryError" in names or isinstance(link, MemoryError):
+            lower = (
+                "spec.quantization.evaluation.sequenceLength (or set evaluation.enabled: false)"
+                if "evaluat" in stage
+                else "spec.quantization.calibration.samples / sequenceLength"
+            )
             return JobError(
                 "OutOfMemory",
                 f"out of memory while {stage}: give the Job more GPU memory "
                 "(spec.quantizer.gpus, or a bigger GPU with spec.quantizer.nodeSelector) or "
-                "lower spec.quantization.calibration.samples / sequenceLength",
+                f"lower {lower}",
             )
         if isinstance(link, ValueError | KeyError) and (
             "Unrecognized configuration class" in text

@@ -18,13 +18,14 @@ import random
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from quantwise import __version__
-from quantwise.api.report import QuantizeError, QuantizeReport, dump_report
-from quantwise.jobs import artifact
+from quantwise.api.report import QuantizeError, QuantizeReport, ReportQuality, dump_report
+from quantwise.jobs import artifact, evaluation
+from quantwise.jobs.calibration import HeldOut, load_calibration, load_evaluation
 from quantwise.jobs.checkpoint import (
     CheckpointFiles,
     HubCheckpoint,
@@ -32,8 +33,12 @@ from quantwise.jobs.checkpoint import (
     describe,
     hub_api,
 )
+from quantwise.jobs.download import watch_download
 from quantwise.jobs.errors import JobError, classify
+from quantwise.jobs.evaluation import EvaluationArgs
+from quantwise.jobs.progress import Progress
 from quantwise.quantization.methods import METHODS
+from quantwise.quantization.quality import Asked
 from quantwise.quantization.recipe import Modifier, QuantizeRequest, RecipeError, recipe_for
 
 log = logging.getLogger("quantwise.jobs")
@@ -47,9 +52,10 @@ EXIT_PERMANENT = 3
 
 @dataclass
 class Stage:
-    """What the Job is doing, for failure messages ("out of memory while calibrating")."""
+    """What the Job is doing: failure messages name it, progress lines report it."""
 
     name: str = "starting"
+    progress: Progress = field(default_factory=Progress)
 
 
 def is_local(model: str) -> bool:
@@ -88,8 +94,11 @@ def run_job(work: Callable[[Stage], QuantizeReport], model: str, report_path: st
     except Exception as exc:
         failure = classify(exc, model, stage.name)
         log.error("failed: %s", failure, exc_info=not isinstance(exc, JobError))
-        emit(QuantizeError(reason=failure.reason, message=failure.message), report_path)
+        error = QuantizeError(reason=failure.reason, message=failure.message[:2048],
+                              quality=failure.quality)  # fmt: skip
+        emit(error, report_path)
         return EXIT_PERMANENT if failure.permanent else EXIT_RETRY
+    stage.progress.done()
     emit(report, report_path)
     return EXIT_OK
 
@@ -97,8 +106,26 @@ def run_job(work: Callable[[Stage], QuantizeReport], model: str, report_path: st
 # ----- inspect -----
 
 
-def inspect_checkpoint(model: str, revision: str, stage: Stage) -> QuantizeReport:
-    """Describe the checkpoint at ``model`` (a directory, or a Hugging Face repository)."""
+@dataclass(frozen=True)
+class BaseModel:
+    """The unquantized model a pre-quantized checkpoint is compared with (``--base-model``)."""
+
+    model: str
+    revision: str = "main"
+
+
+def inspect_checkpoint(
+    model: str,
+    revision: str,
+    stage: Stage,
+    base: BaseModel | None = None,
+    evaluate: EvaluationArgs | None = None,
+) -> QuantizeReport:
+    """Describe the checkpoint at ``model`` (a directory, or a Hugging Face repository).
+
+    With ``base`` and ``evaluate``, also compare its perplexity with the base model's and fail
+    the quality gate when it is over the limit.
+    """
     started = time.monotonic()
     files: CheckpointFiles
     if is_local(model):
@@ -112,7 +139,52 @@ def inspect_checkpoint(model: str, revision: str, stage: Stage) -> QuantizeRepor
         _check_hub_access(model)
         files = HubCheckpoint(model, revision)
     stage.name = "reading the checkpoint"
-    return describe(files, "InspectReport", time.monotonic() - started)
+    stage.progress.begin("reading")
+    report = describe(files, "InspectReport", time.monotonic() - started)
+    if base is None or evaluate is None:
+        return report
+    quality = _compare_saved(base.model, base.revision, model, revision, evaluate, stage)
+    q = report.quantization
+    asked = Asked("none", q.weight_bits, q.group_size, None, tuple(q.ignore))
+    report = report.model_copy(
+        update={"quality": quality, "duration_seconds": round(time.monotonic() - started, 1)}
+    )
+    evaluation.check_gate(quality, asked)
+    return report
+
+
+def _hub_kwargs(model: str, revision: str) -> dict[str, Any]:
+    token = os.environ.get("HF_TOKEN") or None
+    return {} if is_local(model) else {"revision": revision, "token": token}
+
+
+def _compare_saved(
+    base: str,
+    base_revision: str,
+    checkpoint: str,
+    revision: str,
+    evaluate: EvaluationArgs,
+    stage: Stage,
+    held_out: HeldOut | None = None,
+    seed: int = 0,
+) -> ReportQuality:
+    """Perplexity of the base model and of a saved checkpoint, loaded one after the other."""
+    from transformers import AutoTokenizer
+
+    stage.name = "loading the tokenizer"
+    tokenizer = AutoTokenizer.from_pretrained(base, **_hub_kwargs(base, base_revision))
+    samples = _evaluation_samples(evaluate, tokenizer, stage, held_out, seed)
+    if not samples:
+        return evaluation.not_measured(_no_samples(evaluate))
+    stage.name = "evaluating the base model"
+    before = evaluation.measure_saved(
+        base, samples, stage.progress, "base", **_hub_kwargs(base, base_revision)
+    )
+    stage.name = "evaluating the quantized model"
+    after = evaluation.measure_saved(
+        checkpoint, samples, stage.progress, "quantized", **_hub_kwargs(checkpoint, revision)
+    )
+    return evaluation.record(before, after, len(samples), evaluate.limit_percent)
 
 
 # ----- quantize -----
@@ -162,9 +234,10 @@ def _decoder_layers(model: Any) -> list[Any]:
     return []
 
 
-def _progress_hooks(model: Any, samples: int) -> list[Any]:
-    """Log each decoder layer as the calibration samples have passed through it."""
+def _progress_hooks(model: Any, samples: int, progress: Progress) -> list[Any]:
+    """Log each decoder layer (a progress step) once the calibration samples passed through it."""
     layers = _decoder_layers(model)
+    progress.begin("calibrating", len(layers) or None)
     handles = []
     for index, layer in enumerate(layers):
         seen = [0]
@@ -174,6 +247,7 @@ def _progress_hooks(model: Any, samples: int) -> list[Any]:
             if seen[0] == samples:
                 log.info("calibration: layer %d/%d done (%d samples)", index + 1, len(layers),
                          samples)  # fmt: skip
+                progress.step(index + 1, len(layers))
 
         handles.append(layer.register_forward_hook(hook))
     return handles
@@ -192,6 +266,22 @@ class QuantizeArgs:
     samples: int
     sequence_length: int
     seed: int
+    evaluate: EvaluationArgs | None = None
+    """The quality gate's evaluation; None: not evaluated (``--no-eval``)."""
+
+    def asked(self) -> Asked:
+        """What the advice of a failed quality gate follows from."""
+        r = self.request
+        samples = self.samples if r.needs_calibration else None
+        return Asked(r.method, r.bits, r.group_size, samples, tuple(r.ignore))
+
+    def held_out(self) -> HeldOut | None:
+        """The calibration that evaluation on the same data must not overlap (or None)."""
+        e = self.evaluate
+        calibrated = self.request.needs_calibration and self.calibration is not None
+        if e is None or not e.held_out or not calibrated:
+            return None
+        return HeldOut(samples=self.samples, sequence_length=self.sequence_length)
 
     def inputs(self) -> dict[str, Any]:
         """What determines the artifact, recorded in its quantwise.json."""
@@ -215,7 +305,13 @@ class QuantizeArgs:
 
 
 def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
-    """Quantize (or find already quantized) the model; return the report of the artifact."""
+    """Quantize (or find already quantized) the model; return the report of the artifact.
+
+    With ``args.evaluate``, the base model's perplexity is measured before ``oneshot`` and the
+    quantized model's after it, on the same held-out tokens; over the limit, the artifact is
+    still published (a retry with a new limit judges it again without quantizing) and a
+    permanent QualityGateFailed failure carries both figures.
+    """
     started = time.monotonic()
     stage.name = "checking the output directory"
     inputs = args.inputs()
@@ -232,11 +328,16 @@ def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
     existing = artifact.find_complete(args.output, inputs)
     if existing is not None:
         log.info("%s is complete (made from the same inputs): nothing to do", args.output)
-        return existing.model_copy(update={"reused": True})
+        return _reused(args, existing, stage)
     model, tokenizer = _load(args, stage)
     dataset = _calibration_data(args, tokenizer, stage)
+    samples = _evaluation_samples(args.evaluate, tokenizer, stage, args.held_out(), args.seed)
+    before = _measure(model, samples, stage, "base")
     _quantize(model, modifiers, dataset, args.sequence_length, stage)
+    after = _measure(model, samples, stage, "quantized")
+    quality = _quality(args.evaluate, samples, before, after)
     stage.name = "saving the checkpoint"
+    stage.progress.begin("saving")
     with artifact.staging(args.output) as staged:
         model.save_pretrained(str(staged), save_compressed=True)
         tokenizer.save_pretrained(str(staged))
@@ -246,8 +347,9 @@ def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
             "QuantizeReport",
             time.monotonic() - started,
             path=str(args.output),
-        )
-        artifact.publish(staged, args.output, inputs, report)
+        ).model_copy(update={"quality": quality})
+        evaluated = args.evaluate.inputs() if args.evaluate else None
+        artifact.publish(staged, args.output, inputs, report, evaluation=evaluated)
     log.info(
         "done in %.0f s: %s, %.3f GB of weights (quantwise %s)",
         report.duration_seconds,
@@ -255,7 +357,89 @@ def quantize_model(args: QuantizeArgs, stage: Stage) -> QuantizeReport:
         report.artifact.weight_bytes / 1e9,
         __version__,
     )
+    _print_quality(quality)
+    evaluation.check_gate(quality, args.asked())
     return report
+
+
+def _reused(args: QuantizeArgs, existing: QuantizeReport, stage: Stage) -> QuantizeReport:
+    """A complete artifact found again, its quality judged by this run's evaluation."""
+    quality: ReportQuality | None = None
+    if args.evaluate is not None:
+        marker = artifact.read_marker(args.output) or {}
+        recorded = existing.quality
+        if recorded is not None and marker.get("evaluation") == args.evaluate.inputs():
+            quality = evaluation.rejudge(recorded, args.evaluate.limit_percent)
+        else:  # made without evaluation, or measured on other data: measure it now
+            quality = _compare_saved(args.model, args.revision, str(args.output), "main",
+                                     args.evaluate, stage, args.held_out(), args.seed)  # fmt: skip
+    report = existing.model_copy(update={"reused": True, "quality": quality})
+    _print_quality(quality)
+    evaluation.check_gate(quality, args.asked())
+    return report
+
+
+def _no_samples(evaluate: EvaluationArgs) -> str:
+    if evaluate.dataset is None:
+        return "no evaluation data: name it with --eval-dataset (spec.quantization.evaluation)"
+    where = "left after the calibration samples " if evaluate.held_out else ""
+    return (
+        f"{evaluate.dataset} has no evaluation samples {where}(records with text of 2 tokens "
+        "or more): set spec.quantization.evaluation.dataset or .pvc, or fewer calibration "
+        "samples"
+    )
+
+
+def _evaluation_samples(
+    evaluate: EvaluationArgs | None,
+    tokenizer: Any,
+    stage: Stage,
+    held_out: HeldOut | None,
+    seed: int,
+) -> list[list[int]] | None:
+    """The evaluation's token ids: None when not evaluated, [] when there is no data."""
+    if evaluate is None:
+        return None
+    if evaluate.dataset is None:
+        return []
+    stage.name = "loading evaluation data"
+    return load_evaluation(evaluate.dataset, tokenizer, evaluate.samples,
+                           evaluate.sequence_length, split=evaluate.split, seed=seed,
+                           held_out=held_out)  # fmt: skip
+
+
+def _measure(
+    model: Any, samples: list[list[int]] | None, stage: Stage, which: str
+) -> evaluation.Measured | None:
+    """The perplexity of the model in memory (None when there is nothing to measure on).
+
+    The base model goes back to the CPU afterwards, where oneshot expects it.
+    """
+    if not samples:
+        return None
+    stage.name = f"evaluating the {which} model"
+    measured = evaluation.measure(model, samples, stage.progress, which)
+    if which == "base":
+        evaluation.undispatch(model)
+    return measured
+
+
+def _quality(
+    evaluate: EvaluationArgs | None,
+    samples: list[list[int]] | None,
+    before: evaluation.Measured | None,
+    after: evaluation.Measured | None,
+) -> ReportQuality | None:
+    if evaluate is None or samples is None:
+        return None
+    if before is None or after is None:
+        return evaluation.not_measured(_no_samples(evaluate))
+    return evaluation.record(before, after, len(samples), evaluate.limit_percent)
+
+
+def _print_quality(quality: ReportQuality | None) -> None:
+    if quality is not None:
+        log.info("quality gate: %s", evaluation.describe(quality))
 
 
 def _load(args: QuantizeArgs, stage: Stage) -> tuple[Any, Any]:
@@ -275,13 +459,13 @@ def _load(args: QuantizeArgs, stage: Stage) -> tuple[Any, Any]:
     torch.manual_seed(args.seed)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    token = os.environ.get("HF_TOKEN") or None
-    hub = {} if is_local(args.model) else {"revision": args.revision, "token": token}
+    hub = _hub_kwargs(args.model, args.revision)
     stage.name = "loading the tokenizer"
     tokenizer = AutoTokenizer.from_pretrained(args.model, **hub)
     stage.name = "loading the model"
     log.info("loading %s", args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", **hub)
+    with watch_download(args.model, args.revision, stage.progress, is_local(args.model)):
+        model = AutoModelForCausalLM.from_pretrained(args.model, dtype="auto", **hub)
     log.info("loaded %s (%s, %d parameters)", args.model, model.dtype, model.num_parameters())
     return model, tokenizer
 
@@ -295,8 +479,6 @@ def _calibration_data(args: QuantizeArgs, tokenizer: Any, stage: Stage) -> Any |
                 "uses scale 1.0 for --kv-cache-dtype fp8"
             )
         return None
-    from quantwise.jobs.calibration import load_calibration
-
     stage.name = "loading calibration data"
     assert args.calibration is not None
     return load_calibration(
@@ -318,7 +500,11 @@ def _quantize(
 
     stage.name = "quantizing"
     log.info("quantizing: %s", ", ".join(m.kind for m in modifiers))
-    hooks = _progress_hooks(model, len(dataset)) if dataset is not None else []
+    if dataset is not None:
+        hooks = _progress_hooks(model, len(dataset), stage.progress)
+    else:
+        hooks = []
+        stage.progress.begin("quantizing")
     calibration: dict[str, Any] = {}
     if dataset is not None:
         calibration = {

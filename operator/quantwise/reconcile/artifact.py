@@ -15,6 +15,8 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ArtifactStatus, ConditionType, Phase, Reason
 from quantwise.planning.gpus import GPU
 from quantwise.reconcile.observe import JobState
+from quantwise.reconcile.progress import job_running
+from quantwise.reconcile.quality import gate_failed
 from quantwise.reconcile.state import (
     CreateJob,
     Decision,
@@ -78,7 +80,10 @@ def artifact_stage(
         )
     if state.failed:
         reason, message = job_failure(state)
-        d.set(QUANTIZED, False, reason, message)
+        if reason == Reason.QUALITY_GATE_FAILED:
+            gate_failed(d, message)
+        else:
+            d.set(QUANTIZED, False, reason, message)
         return Waiting(Phase.FAILED, permanent=True)
     verb = "inspect" if spec.quantization.method == "none" else "quantize"
     if not state.succeeded:
@@ -87,7 +92,7 @@ def artifact_stage(
             d.set(QUANTIZED, False, Reason.JOB_PENDING,
                   f"Job {job} is waiting for its pod to start{detail}")  # fmt: skip
             return Waiting(Phase.PENDING, job_pending=state.pod_pending_message)
-        d.set(QUANTIZED, False, Reason.JOB_RUNNING, f"Job {job} is running ({verb})")
+        job_running(d, job, verb, settings)
         return Waiting(working)
     return _from_report(d, spec, hash_, job, state.termination_message)
 
@@ -177,6 +182,7 @@ def artifact_from_report(
         kv_cache_scheme=q.kv_cache_scheme,
         weight_breakdown=report.artifact.breakdown,
         architecture=report.architecture,
+        quality=report.quality,
     )
 
 

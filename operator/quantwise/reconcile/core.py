@@ -8,9 +8,10 @@ point resumes where it left off: the Job's name comes from the hash of what dete
 artifact, and a finished Job's result is kept in ``status.artifact``.
 
 One reconcile is a chain of stages, each a function that returns a value or ends the reconcile:
-the spec, the artifact (:mod:`~quantwise.reconcile.artifact`), the placement
-(:mod:`~quantwise.reconcile.placement`), serving (:mod:`~quantwise.reconcile.serving`) and
-verification (:mod:`~quantwise.reconcile.verification`).
+the spec, the artifact (:mod:`~quantwise.reconcile.artifact`, with the running Job's progress
+from :mod:`~quantwise.reconcile.progress`), its quality (:mod:`~quantwise.reconcile.quality`),
+the placement (:mod:`~quantwise.reconcile.placement`), serving
+(:mod:`~quantwise.reconcile.serving`) and verification (:mod:`~quantwise.reconcile.verification`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from quantwise.api.spec import QuantizedModelSpec
 from quantwise.api.status import ConditionType, Phase, PlanStatus, Reason
 from quantwise.reconcile.artifact import Waiting, artifact_stage, check_artifact_matches_spec
 from quantwise.reconcile.placement import placement_stage
+from quantwise.reconcile.quality import quality_stage
 from quantwise.reconcile.serving import readiness, serving_stage, workload_of
 from quantwise.reconcile.state import Decision, Observation, Outcome, Validator
 from quantwise.reconcile.update import rollout, update_reason, while_making
@@ -41,6 +43,8 @@ def reconcile(obs: Observation, settings: Settings, validator: Validator | None 
     artifact = artifact_stage(d, spec, artifact_hash(spec), settings, validator, gpu)
     if isinstance(artifact, Waiting):
         return while_making(d, spec, artifact)
+    if not quality_stage(d, spec, artifact):
+        return d.finish(Phase.FAILED, permanent=True)
     d.update(artifact=artifact)
     if problems := check_artifact_matches_spec(spec, artifact):
         d.set(ConditionType.VALIDATED, False, Reason.MISMATCH, "; ".join(problems))

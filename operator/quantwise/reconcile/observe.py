@@ -32,6 +32,12 @@ class JobState:
     pod_pending: bool = False
     pod_pending_message: str | None = None
     oom_killed: bool = False
+    pod: str | None = None
+    """The newest pod's name."""
+    pod_running: bool = False
+    """The newest pod's container runs now (its log shows the Job's progress)."""
+    pod_started_at: str | None = None
+    """When it started running (RFC 3339), if the kubelet said."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +76,10 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
                 message = terminated["message"]
             if terminated and terminated.get("reason") == "OOMKilled":
                 oom_killed = True
+    running, started_at = False, None
     if pods and not succeeded and not failed:
         newest = pods[0].get("status") or {}
+        running, started_at = _running_since(newest)
         if newest.get("phase") == "Pending":
             pending = True
             for cond in newest.get("conditions") or []:
@@ -87,6 +95,9 @@ def job_state(job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState:
         pod_pending=pending,
         pod_pending_message=pending_message,
         oom_killed=oom_killed,
+        pod=str((pods[0].get("metadata") or {}).get("name")) if pods else None,
+        pod_running=running,
+        pod_started_at=started_at,
     )
 
 
@@ -127,6 +138,17 @@ def _rolling_out(status: dict[str, Any], lws: bool) -> bool:
     return (conditions.get("Progressing") or {}).get(
         "status"
     ) == "True" and "Available" not in conditions
+
+
+def _running_since(pod_status: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether the pod's container runs, and since when (None: the kubelet did not say)."""
+    if pod_status.get("phase") != "Running":
+        return False, None
+    for container in pod_status.get("containerStatuses") or []:
+        running = (container.get("state") or {}).get("running")
+        if running is not None:
+            return True, str(running.get("startedAt") or "") or None
+    return True, None
 
 
 def workload_state(body: dict[str, Any]) -> WorkloadState:
@@ -175,9 +197,9 @@ def trim_pod(body: dict[str, Any]) -> dict[str, Any]:
             "name": c.get("name"),
             "ready": bool(c.get("ready")),
             "state": {
-                k: _pick(v, "reason", "message", "exitCode")
+                k: _pick(v, "reason", "message", "exitCode", "startedAt")
                 for k, v in (c.get("state") or {}).items()
-                if k in ("terminated", "waiting")
+                if k in ("terminated", "waiting", "running")
             },
         }
         for c in status.get("containerStatuses") or []

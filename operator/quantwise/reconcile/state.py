@@ -56,6 +56,8 @@ class Observation:
     vllm_log_error: str | None = None
     # The scheduler's word on a serving pod that waits for a node (a new replica in a rollout).
     serving_pending: str | None = None
+    # The tail of the running Job pod's log, when it was read now (its progress lines).
+    job_log: str | None = None
 
 
 # ----- actions -----
@@ -161,19 +163,27 @@ class Decision:
         except ValidationError:
             current = QuantizedModelStatus()  # A status from an older operator: rebuild it.
         self.current = current
-        self.status = current.model_copy(update={"observed_generation": obs.generation})
+        # status.progress is shown only while a Job runs: the artifact stage sets it then.
+        self.status = current.model_copy(
+            update={"observed_generation": obs.generation, "progress": None}
+        )
         self.conditions: list[Condition] = list(current.conditions or [])
         self.actions: list[Action] = []
         self.events: list[Action] = []
 
-    def set(self, type_: ConditionType, ok: bool | None, reason: str, message: str) -> None:
-        """Set a condition; a change of its status or reason is announced as an Event."""
+    def set(
+        self, type_: ConditionType, ok: bool | None, reason: str, message: str, quiet: bool = False
+    ) -> None:
+        """Set a condition; a change of its status or reason is announced as an Event.
+
+        ``quiet``: not announced (another condition's Event says the same).
+        """
         status = "Unknown" if ok is None else ("True" if ok else "False")
         self.conditions, changed = set_condition(
             self.conditions, type_, status, reason, message, self.obs.generation, self.obs.now
         )
         known = Reason.of(reason)
-        if changed and (known is None or known.announced):
+        if changed and not quiet and (known is None or known.announced):
             wrong = ok is False and not (known is not None and known.in_progress)
             warning = wrong or (known is not None and known.warns)
             self.events.append(PostEvent(reason=reason, message=message, warning=warning))

@@ -26,6 +26,8 @@ DEFAULT_QUANTIZER_IMAGE = "ghcr.io/quantwise/quantizer:0.1.0"
 SOURCE_MOUNT = "/source"
 ARTIFACTS_MOUNT = "/artifacts"
 CALIBRATION_MOUNT = "/calibration"
+EVALUATION_MOUNT = "/evaluation"
+BASE_MOUNT = "/base"
 TERMINATION_LOG = "/dev/termination-log"
 # Exit status of `quantwise quantize` for a failure that retrying cannot fix (a gated model
 # without a token, a missing dataset, an unsupported architecture): the Job's pod failure
@@ -45,7 +47,7 @@ def quantizer_args(name: str, spec: QuantizedModelSpec) -> list[str]:
         args = ["inspect", "--model", model]
         if spec.source.hugging_face is not None:
             args += ["--revision", spec.source.hugging_face.revision]
-        return [*args, "--report-path", TERMINATION_LOG]
+        return [*args, *_evaluation_args(spec), "--report-path", TERMINATION_LOG]
     assert spec.storage is not None
     args = ["quantize", "--model", model]
     if spec.source.hugging_face is not None:
@@ -67,8 +69,58 @@ def quantizer_args(name: str, spec: QuantizedModelSpec) -> list[str]:
         args += ["--ignore", module]
     if spec.serving.kv_cache_dtype.startswith("fp8"):
         args += ["--kv-cache-dtype", "fp8"]
+    args += _evaluation_args(spec)
     output = f"{ARTIFACTS_MOUNT}/{spec.storage.pvc.path}/{artifact_dir(name, spec)}"
     return [*args, "--output", output, "--report-path", TERMINATION_LOG]
+
+
+def _evaluation_args(spec: QuantizedModelSpec) -> list[str]:
+    """The quality gate's flags: the data, its size, the limit.
+
+    For a pre-quantized checkpoint, also the base model to compare it with; ``--no-eval`` when
+    a quantizing Job skips the gate.
+    """
+    q = spec.quantization
+    e = q.evaluation
+    if not q.evaluated:
+        return ["--no-eval"] if q.method != NONE else []
+    args: list[str] = []
+    base = e.base_model
+    if base is not None and base.pvc is not None:
+        args += ["--base-model", f"{BASE_MOUNT}/{base.pvc.path}"]
+    elif base is not None and base.hugging_face is not None:
+        args += ["--base-model", base.hugging_face.repo,
+                 "--base-revision", base.hugging_face.revision]  # fmt: skip
+    cal = q.calibration
+    split = e.split
+    if e.pvc is not None:
+        dataset, split = f"{EVALUATION_MOUNT}/{e.pvc.path}", None
+    elif e.dataset is not None:
+        dataset = e.dataset
+    elif cal.pvc is not None:  # a held-out slice of the calibration data, the Job's default
+        dataset = f"{CALIBRATION_MOUNT}/{cal.pvc.path}"
+    else:
+        dataset, split = cal.dataset, split or cal.split
+    args += ["--eval-dataset", dataset] + (["--eval-split", split] if split else [])
+    return [*args, "--eval-samples", str(e.samples),
+            "--eval-sequence-length", str(e.sequence_length),
+            "--max-perplexity-increase", f"{e.max_perplexity_increase_percent:g}"]  # fmt: skip
+
+
+def _data_claims(spec: QuantizedModelSpec) -> list[tuple[str, str]]:
+    """(mount, claim) of the read-only data volumes: calibration, evaluation, base model."""
+    q = spec.quantization
+    e = q.evaluation
+    roles: list[tuple[str, str]] = []
+    cal = q.calibration.pvc
+    evaluated_on_calibration = q.evaluated and e.pvc is None and e.dataset is None
+    if cal is not None and (METHODS[q.method].calibrated or evaluated_on_calibration):
+        roles.append((CALIBRATION_MOUNT, cal.claim_name))
+    if q.evaluated and e.pvc is not None:
+        roles.append((EVALUATION_MOUNT, e.pvc.claim_name))
+    if q.evaluated and e.base_model is not None and e.base_model.pvc is not None:
+        roles.append((BASE_MOUNT, e.base_model.pvc.claim_name))
+    return roles
 
 
 QUANTIZER_CONTAINER = "quantizer"
@@ -156,9 +208,8 @@ def _storage(
         env.append({"name": "HF_HOME", "value": "/tmp/huggingface"})  # noqa: S108
     if spec.source.pvc is not None:
         claims.setdefault(spec.source.pvc.claim_name, (SOURCE_MOUNT, True))
-    cal = spec.quantization.calibration.pvc
-    if cal is not None and METHODS[spec.quantization.method].calibrated:
-        claims.setdefault(cal.claim_name, (CALIBRATION_MOUNT, True))
+    for mount, claim in _data_claims(spec):
+        claims.setdefault(claim, (mount, True))
     for index, (claim, (path, read_only)) in enumerate(claims.items()):
         volume = f"data-{index}"
         volumes.append(
@@ -171,6 +222,13 @@ def _storage(
 def _token(spec: QuantizedModelSpec) -> list[dict[str, Any]]:
     """HF_TOKEN from the spec's Secret (by reference: the operator never reads it)."""
     hf = spec.source.hugging_face
+    base = spec.quantization.evaluation.base_model
+    if (
+        (hf is None or hf.token_secret_ref is None)
+        and base is not None
+        and spec.quantization.evaluated
+    ):
+        hf = base.hugging_face  # the base model compared with is the gated one
     if hf is None or hf.token_secret_ref is None:
         return []
     ref = {"name": hf.token_secret_ref.name, "key": hf.token_secret_ref.key}
@@ -213,9 +271,7 @@ def _remap(
     roles: list[tuple[str, str]] = []
     if spec.source.pvc is not None:
         roles.append((SOURCE_MOUNT, spec.source.pvc.claim_name))
-    cal = spec.quantization.calibration.pvc
-    if cal is not None:
-        roles.append((CALIBRATION_MOUNT, cal.claim_name))
+    roles += _data_claims(spec)
     result = list(args)
     for mount, claim in roles:
         actual = claims.get(claim, (mount, True))[0]

@@ -36,8 +36,14 @@ LWS_GROUP, LWS_VERSION, LWS_PLURAL, LWS_KIND = (
 
 
 def artifact_hash(spec: QuantizedModelSpec) -> str:
-    """Return the 8-hex-digit hash of what determines the artifact (source + quantization)."""
+    """Return the 8-hex-digit hash of what determines the artifact (source + quantization).
+
+    ``spec.quantization.evaluation`` is not part of it.
+    """
     quantization = spec.quantization.to_api()
+    # The quality gate judges the artifact without changing it; leaving it out also keeps the
+    # hashes (and so the Jobs and artifacts) of models made before the gate existed.
+    quantization.pop("evaluation", None)
     # Defaults hash like their explicit values: `bits: 4` on awq is the same artifact.
     quantization.update(
         bits=spec.quantization.effective_bits,
