@@ -126,7 +126,7 @@ def _model(namespace: str, index: int) -> dict[str, Any]:
 def _operator(cluster: Cluster, namespace: str, port: int, log: Path, resync: float) -> Any:
     env = {**os.environ, "KUBECONFIG": cluster.kubeconfig,
            "QUANTWISE_QUANTIZER_IMAGE": "quantizer:bench", "QUANTWISE_VLLM_IMAGE": "vllm:bench",
-           "QUANTWISE_DRIFT_CHECK_SECONDS": str(resync),
+           "QUANTWISE_RESYNC_SECONDS": str(resync),
            "PYTHONPATH": str(ROOT / "operator")}  # fmt: skip
     env.pop("QUANTWISE_KUBE_SERVER", None)
     argv = [sys.executable, "-c", "from quantwise.cli import main; main()", "run",

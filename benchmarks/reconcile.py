@@ -170,7 +170,7 @@ async def run(models: int, operator: str, rest: float, timeout: float = 900.0) -
             env = {**os.environ, "KUBECONFIG": _kubeconfig(str(http.url).rstrip("/"), tmp),
                    "QUANTWISE_QUANTIZER_IMAGE": "quantizer:bench",
                    "QUANTWISE_VLLM_IMAGE": "vllm:bench",
-                   "QUANTWISE_DRIFT_CHECK_SECONDS": str(RESYNC_SECONDS),
+                   "QUANTWISE_RESYNC_SECONDS": str(RESYNC_SECONDS),
                    "PYTHONPATH": str(ROOT / "operator")}  # fmt: skip
             env.pop("QUANTWISE_KUBE_SERVER", None)
             proc = subprocess.Popen(_command(operator), env=env, stdout=log, stderr=log,

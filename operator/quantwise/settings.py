@@ -82,7 +82,7 @@ ENVIRONMENT: dict[str, tuple[str, Callable[[str], Any]]] = {
     "QUANTWISE_VLLM_IMAGE": ("vllm_image", str),
     "QUANTWISE_CLUSTER_WIDE": ("cluster_wide", _flag),
     "QUANTWISE_WORKERS": ("workers", int),
-    "QUANTWISE_DRIFT_CHECK_SECONDS": ("resync_seconds", float),
+    "QUANTWISE_RESYNC_SECONDS": ("resync_seconds", float),
     "QUANTWISE_RETRY_BACKOFF_SECONDS": ("retry_backoff_seconds", float),
     "QUANTWISE_API_RETRIES": ("api_retries", int),
     "QUANTWISE_API_TIMEOUT_SECONDS": ("api_timeout_seconds", float),

@@ -37,14 +37,14 @@ from support.kmockx import QuantwiseEmulator, inject_fault, operator_calls
 pytestmark = [pytest.mark.kmock(cls=QuantwiseEmulator), pytest.mark.asyncio]
 
 FAST = {
-    "QUANTWISE_DRIFT_CHECK_SECONDS": "0.5",
+    "QUANTWISE_RESYNC_SECONDS": "0.5",
     "QUANTWISE_RETRY_BACKOFF_SECONDS": "0.5",
     "QUANTWISE_API_TIMEOUT_SECONDS": "1",
 }
 
 
 def fast(server: Any) -> Any:
-    """The operator with a half-second drift check and handler backoff."""
+    """The operator with a half-second resync and handler backoff."""
     return run_operator(
         server, OPERATOR, namespaces=("ml",), reload=("quantwise.handlers", "quantwise.k8s"),
         env=FAST,
@@ -106,7 +106,7 @@ async def test_restart_in_each_phase_loses_nothing(server: Any, wanted: str) -> 
         job = await reach(server, wanted)
         before = copy.deepcopy(status(server))
     async with fast(server):
-        await asyncio.sleep(1.5)  # resume, and at least one drift check
+        await asyncio.sleep(1.5)  # resume, and at least one resync
         after = status(server)
         assert after["phase"] == wanted
 
@@ -167,7 +167,7 @@ async def test_a_job_deleted_by_someone_fails_and_a_spec_change_makes_a_new_one(
     await phase(server, "Failed")
     assert condition(server, "Quantized")["reason"] == "JobDeleted"
     assert "quantwise.dev/retry" in condition(server, "Quantized")["message"]
-    await asyncio.sleep(1)  # drift checks pass: still failed, nothing recreated
+    await asyncio.sleep(1)  # resyncs pass: still failed, nothing recreated
     assert objects(server, JOBS) == {}
 
     await patch_spec(server, {"quantization": {"method": "awq", "groupSize": 64}})
@@ -307,7 +307,7 @@ async def test_an_invalid_spec_that_reaches_the_operator_fails_once_and_recovers
     assert "spec.quantization" in ready["message"] and "bits" in ready["message"]
     # The failure is written once (status and its Event); wait until the operator is quiet.
     await quiet(server, seconds=0.5)
-    # No retry storm: over a few drift checks, a handful of requests, one Event.
+    # No retry storm: over a few resyncs, a handful of requests, one Event.
     before = len(operator_calls(server))
     await asyncio.sleep(2)
     during = operator_calls(server)[before:]
@@ -335,6 +335,6 @@ async def test_deleting_the_model_while_its_job_runs(op: Any) -> None:
     assert resp.status < 300
     # No finalizer: the model is gone at once, the operator need not be running.
     await eventually(lambda: "llama" not in objects(server, QM))
-    await asyncio.sleep(1)  # drift checks: nothing recreated for a deleted model
+    await asyncio.sleep(1)  # resyncs: nothing recreated for a deleted model
     assert "llama" not in objects(server, QM)
     assert objects(server, DEPLOYMENTS) == {}

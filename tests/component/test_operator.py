@@ -109,6 +109,12 @@ async def test_model_goes_from_job_to_deployment(operator: Any) -> None:
     )
     assert resp.status < 300
     await eventually(lambda: status(server).get("phase") == "Ready")
+    # quantwise writes only the status: no Kopf annotation, no finalizer (Argo CD sees no drift).
+    metadata = objects(server, QM)["llama"]["metadata"]
+    assert (metadata.get("annotations"), metadata.get("finalizers")) == (
+        MODEL["metadata"].get("annotations"),
+        None,
+    )
 
 
 async def test_failed_job_fails_the_model_once(operator: Any) -> None:

@@ -116,7 +116,7 @@ async def test_the_log_is_read_no_more_often_than_the_interval(server: Any) -> N
         pod = await job_pod(server, job)
         server.pod_logs["ml", pod] = progress_log(step=12, elapsed=60)
         await eventually(lambda: status(server).get("progress"))
-        # The drift check wakes the model every half second: the log is not read again.
+        # The resync wakes the model every half second: the log is not read again.
         await asyncio.sleep(2)
         assert len(log_reads(server)) == 1
 

@@ -405,7 +405,8 @@ def calibration(e2e_workdir: Path) -> Path:
 def make_claim(cluster: Cluster, namespace: str, node: Node, claim: str = "models") -> Path:
     """A PersistentVolumeClaim bound to a hostPath PV (the stand-in maps it to a local folder).
 
-    Returns that folder. The claim's name carries the namespace, so no two tests share files.
+    Returns that folder. The stand-in maps a claim by its name alone (``ROOT/pvc/<claim>``): two
+    namespaces' claims of one name on one node share the folder.
     """
     folder = node.claim_dir(claim)
     folder.mkdir(parents=True, exist_ok=True)
@@ -484,9 +485,9 @@ class Operator:
         return self.log.read_text(errors="replace")
 
 
-# Fast enough for tests, slow enough to be a real operator: the drift check every 5 s.
+# Fast enough for tests, slow enough to be a real operator: a resync every 5 s.
 OPERATOR_ENV = {
-    "QUANTWISE_DRIFT_CHECK_SECONDS": "5",
+    "QUANTWISE_RESYNC_SECONDS": "5",
     "QUANTWISE_RETRY_BACKOFF_SECONDS": "2",
     "QUANTWISE_QUANTIZER_IMAGE": "ghcr.io/quantwise/quantizer:e2e",
     "QUANTWISE_VLLM_IMAGE": "vllm/vllm-openai:v0.33.0",

@@ -63,8 +63,11 @@ def manifest(method: str = "awq", **serving: Any) -> dict[str, Any]:
 
 
 def volume(cluster: Cluster, namespace: str, node: Node, model: Path, calibration: Path) -> Path:
-    """The namespace's "models" claim, holding the base model and the calibration file."""
+    """The namespace's "models" claim, holding the base model and the calibration file, and no
+    artifact: the stand-in maps a claim by its name, so every test's "models" on one node is one
+    folder, and a checkpoint an earlier test published would be found, not made."""
     folder = make_claim(cluster, namespace, node)
+    shutil.rmtree(folder / "quantized", ignore_errors=True)
     place(model, folder / "base" / "tiny-llama")
     place(calibration, folder / "calibration" / "samples.jsonl")
     return folder
@@ -316,7 +319,10 @@ def test_an_unreadable_pod_log_does_not_hold_ready(
     try:
         volume(cluster, namespace, node, tiny_model, calibration)
         port = free_port()
-        run_operator(namespace, args=("--standalone", "--metrics-port", str(port)))
+        # The running Job's log is read for its progress at most once (the next read is an hour
+        # away), so the reads of pods/log are that one, if the Job was seen running, and vLLM's.
+        run_operator(namespace, args=("--standalone", "--metrics-port", str(port)),
+                     env={"QUANTWISE_PROGRESS_INTERVAL_SECONDS": "3600"})  # fmt: skip
         pin = {**ON_OUR_NODES, "quantwise.dev/e2e-node": node.name}
         body = manifest("awq", nodeSelector=pin)
         body["spec"]["quantizer"] = {"nodeSelector": pin}
@@ -326,8 +332,9 @@ def test_an_unreadable_pod_log_does_not_hold_ready(
         assert verified is not None and verified["status"] == "Unknown"
         assert verified["reason"] == "LogUnavailable" and "500" in verified["message"]
         assert "measured" not in status["plan"]
-        # One attempt, answered 500, and Ready with it: no retry loop in the reconcile.
-        assert api_requests(port, "get", "pods/log") == {"500": 1}
+        # One attempt at vLLM's log, answered 500, and Ready with it: no retry loop.
+        reads = api_requests(port, "get", "pods/log")
+        assert set(reads) == {"500"} and 1 <= reads["500"] <= 2, reads
     finally:
         nodes.stop(node)
 

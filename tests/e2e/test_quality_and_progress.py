@@ -12,11 +12,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
 from harness import (
+    GROUP,
     ON_OUR_NODES,
+    PLURAL,
+    VERSION,
     Cluster,
     Nodes,
     condition,
@@ -26,6 +30,7 @@ from harness import (
     printer_columns,
     wait_for,
 )
+from kubernetes import watch
 from test_loop import NAME, Watcher, jobs, manifest, volume
 
 from quantwise.api.progress import STAGES
@@ -35,18 +40,35 @@ FAST_PROGRESS = {"QUANTWISE_PROGRESS_INTERVAL_SECONDS": "1"}
 
 
 class ProgressWatcher(Watcher):
-    """A Watcher that also keeps every status.progress it saw."""
+    """A Watcher that also keeps every status.progress the API server stored.
+
+    It watches the model (every status write is a watch event) rather than polling: the tiny
+    model's Job runs for a few seconds, and a progress write that a Job completion replaces
+    within a poll's interval would be missed.
+    """
 
     def __init__(self, cluster: Cluster, namespace: str) -> None:
         super().__init__(cluster, namespace)
         self.progress: list[dict[str, Any]] = []
+        listed = cluster.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+        self._stream = watch.Watch()
+        self._thread = threading.Thread(
+            target=self._follow, args=(listed["metadata"]["resourceVersion"],), daemon=True
+        )
+        self._thread.start()
 
-    def look(self) -> dict[str, Any]:
-        status = super().look()
-        shown = status.get("progress")
-        if shown and (not self.progress or self.progress[-1] != shown):
-            self.progress.append(shown)
-        return status
+    def _follow(self, since: str) -> None:
+        events = self._stream.stream(
+            self.cluster.custom.list_namespaced_custom_object, GROUP, VERSION, self.namespace,
+            PLURAL, resource_version=since, timeout_seconds=600,
+        )  # fmt: skip
+        for event in events:
+            shown = (event["object"].get("status") or {}).get("progress")
+            if shown and (not self.progress or self.progress[-1] != shown):
+                self.progress.append(shown)
+
+    def stop(self) -> None:
+        self._stream.stop()
 
 
 def serving_artifact(cluster: Cluster, namespace: str) -> tuple[str, int]:
@@ -61,15 +83,16 @@ def test_the_gate_passes_fails_without_rolling_out_and_judges_again(
 ) -> None:  # fmt: skip
     volume(cluster, namespace, gpu_node, tiny_model, calibration)
     run_operator(namespace, env=FAST_PROGRESS)
-    watch = ProgressWatcher(cluster, namespace)
+    progress = ProgressWatcher(cluster, namespace)
     create_model(cluster, namespace, manifest("awq"))
-    status = watch.until("Ready", timeout=240)
+    status = progress.until("Ready", timeout=240)
+    progress.stop()
 
     # While the Job ran, its progress was in status.progress; it is gone once the Job is done.
-    assert watch.progress, "no status.progress seen while the Job ran"
-    assert {p["stage"] for p in watch.progress} <= set(STAGES)
-    assert all(p["message"].startswith(p["stage"]) for p in watch.progress)
-    assert all(p["lastProgressTime"].endswith("Z") for p in watch.progress)
+    assert progress.progress, "no status.progress seen while the Job ran"
+    assert {p["stage"] for p in progress.progress} <= set(STAGES)
+    assert all(p["message"].startswith(p["stage"]) for p in progress.progress)
+    assert all(p["lastProgressTime"].endswith("Z") for p in progress.progress)
     assert "progress" not in status
 
     # Passed: the figures the Job measured, in the condition, the status and the columns.
@@ -92,7 +115,7 @@ def test_the_gate_passes_fails_without_rolling_out_and_judges_again(
     # GPTQ with a limit of 0: a new Job, which fails the gate (it costs +0.08 % on this model).
     patch_model(cluster, namespace, NAME, {"spec": {"quantization": {
         "method": "gptq", "evaluation": {"maxPerplexityIncreasePercent": 0}}}})  # fmt: skip
-    status = watch.until("Failed", timeout=240)
+    status = progress.until("Failed", timeout=240)
     gate = condition(status, "QualityVerified")
     assert gate is not None and (gate["status"], gate["reason"]) == ("False", "QualityGateFailed")
     assert "after quantization vs" in gate["message"] and "limit of 0 %" in gate["message"]
@@ -100,7 +123,7 @@ def test_the_gate_passes_fails_without_rolling_out_and_judges_again(
     assert condition(status, "Quantized")["reason"] == "QualityGateFailed"  # type: ignore[index]
     failed = next(j for j in jobs(cluster, namespace) if j.status.failed)
     assert failed.status.failed == 1  # exit 3: the pod failure policy, no retries
-    assert watch.health["Failed"] == "Degraded"
+    assert progress.health["Failed"] == "Degraded"
     warnings = [(t, r) for t, r, _ in events(cluster, namespace, NAME)]
     assert warnings.count(("Warning", "QualityGateFailed")) == 1
     # Nothing rolled out: the Deployment serves the artifact that passed, available.
@@ -113,7 +136,7 @@ def test_the_gate_passes_fails_without_rolling_out_and_judges_again(
         "spec": {"quantization": {"evaluation": {"maxPerplexityIncreasePercent": 5}}}})  # fmt: skip
     wait_for(lambda: serving_artifact(cluster, namespace)[0] != passed_artifact, 240,
              "the Deployment to serve the GPTQ artifact")  # fmt: skip
-    status = watch.until("Ready", timeout=120)
+    status = progress.until("Ready", timeout=120)
     assert status["artifact"]["method"] == "gptq"
     assert status["artifact"]["quality"]["passed"] is True
     assert status["artifact"]["quality"]["limitPercent"] == 5
@@ -131,11 +154,12 @@ def test_without_pod_logs_there_is_no_progress_and_nothing_waits_for_it(
         pin = {**ON_OUR_NODES, "quantwise.dev/e2e-node": node.name}
         body = manifest("awq", nodeSelector=pin)
         body["spec"]["quantizer"] = {"nodeSelector": pin}
-        watch = ProgressWatcher(cluster, namespace)
+        progress = ProgressWatcher(cluster, namespace)
         create_model(cluster, namespace, body)
-        status = watch.until("Ready", timeout=240)
-        assert "Quantizing" in watch.phases
-        assert watch.progress == []  # nothing could be read, nothing is made up
+        status = progress.until("Ready", timeout=240)
+        progress.stop()
+        assert "Quantizing" in progress.phases
+        assert progress.progress == []  # nothing could be read, nothing is made up
         assert condition(status, "QualityVerified")["status"] == "True"  # type: ignore[index]
         # The operator tried (once a second while the Job ran), and said why it could not.
         tried = [line for line in operator.output().splitlines()

@@ -19,3 +19,19 @@ def test_api_reference_covers_every_spec_section() -> None:
                   "spec.serving.maxModelLen", "spec.quantizer.activeDeadlineSeconds",
                   "status.plan.tensorParallelSize", "status.conditions"):  # fmt: skip
         assert f"`{field}`" in text, field
+
+
+def test_the_readme_names_every_metric_the_operator_serves() -> None:
+    from quantwise.metrics import REGISTRY
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Metrics and logs") : readme.index("### Troubleshooting")]
+    ours = [m.name for m in REGISTRY.collect() if m.name.startswith("quantwise_")]
+    assert len(ours) >= 18
+    missing = [
+        name
+        for name in ours
+        if name not in section
+        and f"`...{name.removeprefix('quantwise_plan')}`" not in section  # the plan's, abridged
+    ]
+    assert missing == []
