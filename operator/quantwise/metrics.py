@@ -23,10 +23,10 @@ scrapes them.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import threading
 from collections import Counter as Tally
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
@@ -39,6 +39,8 @@ from prometheus_client import (
     ProcessCollector,
     start_http_server,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from quantwise.api.status import Phase
 
@@ -77,36 +79,6 @@ JOB_FAILURES = Counter(
     ["kind", "reason"],
     registry=REGISTRY,
 )
-_PLAN_FIELDS = {
-    "tensorParallelSize": ("quantwise_plan_tensor_parallel_size", "vLLM --tensor-parallel-size."),
-    "pipelineParallelSize": (
-        "quantwise_plan_pipeline_parallel_size",
-        "vLLM --pipeline-parallel-size.",
-    ),
-    "gpuMemoryUtilization": (
-        "quantwise_plan_gpu_memory_utilization",
-        "vLLM --gpu-memory-utilization planned.",
-    ),
-    "kvCacheTokens": ("quantwise_plan_kv_cache_tokens", "KV-cache tokens the plan provides."),
-    "weightBytesPerGpu": ("quantwise_plan_weight_bytes_per_gpu", "Weight bytes on one GPU."),
-}
-PLAN = {
-    field: Gauge(metric, help_, ["namespace", "name"], registry=REGISTRY)
-    for field, (metric, help_) in _PLAN_FIELDS.items()
-}
-
-MEASURED_KV_TOKENS = Gauge(
-    "quantwise_measured_kv_cache_tokens",
-    "KV-cache tokens vLLM reported at start-up (compare quantwise_plan_kv_cache_tokens).",
-    ["namespace", "name"],
-    registry=REGISTRY,
-)
-MEASURED_KV_ERROR = Gauge(
-    "quantwise_kv_cache_tokens_error_percent",
-    "(measured - planned) / planned x 100 of the KV-cache tokens.",
-    ["namespace", "name"],
-    registry=REGISTRY,
-)
 API_REQUESTS = Counter(
     "quantwise_api_requests",
     "Requests the operator sent to the Kubernetes API, by verb, resource and HTTP status "
@@ -114,38 +86,91 @@ API_REQUESTS = Counter(
     ["verb", "resource", "code"],
     registry=REGISTRY,
 )
-_MEASURED = {"kvCacheTokens": MEASURED_KV_TOKENS, "errorPercent": MEASURED_KV_ERROR}
 
-PERPLEXITY = Gauge(
-    "quantwise_perplexity",
-    "Perplexity on the held-out evaluation tokens, of the base and of the quantized model.",
-    ["namespace", "name", "model"],
-    registry=REGISTRY,
+# The gauges of each model, {namespace, name} and the extra labels: metric -> (help, labels).
+PER_MODEL: dict[str, tuple[str, tuple[str, ...]]] = {
+    "quantwise_plan_tensor_parallel_size": ("vLLM --tensor-parallel-size.", ()),
+    "quantwise_plan_pipeline_parallel_size": ("vLLM --pipeline-parallel-size.", ()),
+    "quantwise_plan_gpu_memory_utilization": ("vLLM --gpu-memory-utilization planned.", ()),
+    "quantwise_plan_kv_cache_tokens": ("KV-cache tokens the plan provides.", ()),
+    "quantwise_plan_weight_bytes_per_gpu": ("Weight bytes on one GPU.", ()),
+    "quantwise_measured_kv_cache_tokens": (
+        "KV-cache tokens vLLM reported at start-up (compare quantwise_plan_kv_cache_tokens).", ()),
+    "quantwise_kv_cache_tokens_error_percent": (
+        "(measured - planned) / planned x 100 of the KV-cache tokens.", ()),
+    "quantwise_perplexity": (
+        "Perplexity on the held-out evaluation tokens, of the base and of the quantized model.",
+        ("model",)),
+    "quantwise_perplexity_increase_percent": (
+        "How much higher the served quantized model's perplexity is than the base model's (%).",
+        ()),
+    "quantwise_job_progress_percent": (
+        "Percent done of the running Job's stage (status.progress).", ("stage",)),
+    "quantwise_job_eta_seconds": ("Estimated seconds left in the running Job's stage.", ()),
+}  # fmt: skip
+# Where each comes from in the status: (metric, section of the status, field, extra labels).
+_FROM_STATUS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("quantwise_plan_tensor_parallel_size", "plan", "tensorParallelSize", ()),
+    ("quantwise_plan_pipeline_parallel_size", "plan", "pipelineParallelSize", ()),
+    ("quantwise_plan_gpu_memory_utilization", "plan", "gpuMemoryUtilization", ()),
+    ("quantwise_plan_kv_cache_tokens", "plan", "kvCacheTokens", ()),
+    ("quantwise_plan_weight_bytes_per_gpu", "plan", "weightBytesPerGpu", ()),
+    ("quantwise_measured_kv_cache_tokens", "measured", "kvCacheTokens", ()),
+    ("quantwise_kv_cache_tokens_error_percent", "measured", "errorPercent", ()),
+    ("quantwise_perplexity", "quality", "baselinePerplexity", ("base",)),
+    ("quantwise_perplexity", "quality", "perplexity", ("quantized",)),
+    ("quantwise_perplexity_increase_percent", "quality", "increasePercent", ()),
+    ("quantwise_job_eta_seconds", "progress", "etaSeconds", ()),
 )
-PERPLEXITY_INCREASE = Gauge(
-    "quantwise_perplexity_increase_percent",
-    "How much higher the served quantized model's perplexity is than the base model's (%).",
-    ["namespace", "name"],
-    registry=REGISTRY,
-)
-PROGRESS = Gauge(
-    "quantwise_job_progress_percent",
-    "Percent done of the running Job's stage (status.progress).",
-    ["namespace", "name", "stage"],
-    registry=REGISTRY,
-)
-PROGRESS_ETA = Gauge(
-    "quantwise_job_eta_seconds",
-    "Estimated seconds left in the running Job's stage.",
-    ["namespace", "name"],
-    registry=REGISTRY,
-)
-_stages: dict[tuple[str, str], str] = {}
+
+Sample = tuple[str, tuple[str, ...], float]  # metric, extra label values, value
+
+
+class _PerModel(Collector):
+    """Each model's gauges, made at scrape time from a few numbers kept per model.
+
+    A labelled ``Gauge`` child per model and metric costs ~1 KB; a fleet of a thousand models
+    has ~8000 of them (``benchmarks/reconcile.py``, tracemalloc).
+    """
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            metric: GaugeMetricFamily(metric, help_, labels=["namespace", "name", *labels])
+            for metric, (help_, labels) in PER_MODEL.items()
+        }
+        with _lock:
+            models = list(_figures.items())
+        for (namespace, name), samples in models:
+            for metric, labels, value in samples:
+                families[metric].add_metric([namespace, name, *labels], value)
+        return iter(families.values())
+
+
+def _samples(status: dict[str, Any]) -> tuple[Sample, ...]:
+    """The gauges' values in a model's status (a field that is not a number has none)."""
+    plan = status.get("plan") or {}
+    progress = status.get("progress") or {}
+    sections = {
+        "plan": plan,
+        "measured": plan.get("measured") or {},
+        "quality": (status.get("artifact") or {}).get("quality") or {},
+        "progress": progress,
+    }
+    found = [(metric, labels, sections[section].get(field))
+             for metric, section, field, labels in _FROM_STATUS]  # fmt: skip
+    if progress.get("stage"):
+        found.append(("quantwise_job_progress_percent", (str(progress["stage"]),),
+                      progress.get("percent")))  # fmt: skip
+    return tuple((metric, labels, float(value)) for metric, labels, value in found
+                 if isinstance(value, int | float) and not isinstance(value, bool))  # fmt: skip
+
 
 _lock = threading.Lock()
+_figures: dict[tuple[str, str], tuple[Sample, ...]] = {}  # per model: what _PerModel serves
 _phases: dict[tuple[str, str], str] = {}
 _counts: Tally[str] = Tally()  # models per phase, kept with _phases (no recount per write)
 _jobs_seen: set[str] = set()
+REGISTRY.register(_PerModel())
 
 
 def _set_phase(key: tuple[str, str], phase: str | None) -> None:
@@ -166,77 +191,21 @@ def _publish_phases() -> None:
 
 
 def record_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Record a model's phase and plan from the status the operator just wrote."""
+    """Record a model's phase, plan, quality and progress from the status just written."""
+    samples = _samples(status)
     with _lock:
         _set_phase((namespace, name), str(status.get("phase") or "Pending"))
-    plan = status.get("plan") or {}
-    for field, gauge in PLAN.items():
-        value = plan.get(field)
-        if isinstance(value, int | float):
-            gauge.labels(namespace, name).set(value)
+        if samples:
+            _figures[(namespace, name)] = samples
         else:
-            _remove(gauge, namespace, name)
-    measured = plan.get("measured") or {}
-    for field, gauge in _MEASURED.items():
-        value = measured.get(field)
-        if isinstance(value, int | float):
-            gauge.labels(namespace, name).set(value)
-        else:
-            _remove(gauge, namespace, name)
-    _record_quality(namespace, name, (status.get("artifact") or {}).get("quality") or {})
-    _record_progress(namespace, name, status.get("progress") or {})
-
-
-def _record_quality(namespace: str, name: str, quality: dict[str, Any]) -> None:
-    for model, field in (("base", "baselinePerplexity"), ("quantized", "perplexity")):
-        value = quality.get(field)
-        if isinstance(value, int | float):
-            PERPLEXITY.labels(namespace, name, model).set(value)
-        else:
-            with contextlib.suppress(KeyError):
-                PERPLEXITY.remove(namespace, name, model)
-    increase = quality.get("increasePercent")
-    if isinstance(increase, int | float):
-        PERPLEXITY_INCREASE.labels(namespace, name).set(increase)
-    else:
-        _remove(PERPLEXITY_INCREASE, namespace, name)
-
-
-def _record_progress(namespace: str, name: str, progress: dict[str, Any]) -> None:
-    stage = progress.get("stage")
-    with _lock:
-        before = _stages.pop((namespace, name), None)
-        if stage:
-            _stages[(namespace, name)] = str(stage)
-    if before is not None and before != stage:
-        with contextlib.suppress(KeyError):
-            PROGRESS.remove(namespace, name, before)
-    percent = progress.get("percent")
-    if stage and isinstance(percent, int | float):
-        PROGRESS.labels(namespace, name, str(stage)).set(percent)
-    elif stage:
-        with contextlib.suppress(KeyError):
-            PROGRESS.remove(namespace, name, str(stage))
-    eta = progress.get("etaSeconds")
-    if isinstance(eta, int | float):
-        PROGRESS_ETA.labels(namespace, name).set(eta)
-    else:
-        _remove(PROGRESS_ETA, namespace, name)
-
-
-def _remove(gauge: Gauge, namespace: str, name: str) -> None:
-    with contextlib.suppress(KeyError):
-        gauge.remove(namespace, name)
+            _figures.pop((namespace, name), None)
 
 
 def forget(namespace: str, name: str) -> None:
     """Drop a deleted model's series."""
     with _lock:
         _set_phase((namespace, name), None)
-    for gauge in (*PLAN.values(), *_MEASURED.values(), PERPLEXITY_INCREASE, PROGRESS_ETA):
-        _remove(gauge, namespace, name)
-    _record_quality(namespace, name, {})
-    _record_progress(namespace, name, {})
+        _figures.pop((namespace, name), None)
 
 
 def _time(value: Any) -> datetime.datetime | None:

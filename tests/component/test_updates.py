@@ -79,6 +79,7 @@ async def test_recreate_frees_the_gpus_then_serves_the_new_artifact(server: Any)
             lambda: (d := objects(server, DEPLOYMENTS)["llama"])["spec"]["replicas"] == 1 and d
         )
         assert dep["spec"]["strategy"] == {"type": "Recreate"}
-        assert status(server)["artifact"]["groupSize"] == 64
+        # The status is written after the actions: it may land just after the Deployment.
+        await eventually(lambda: status(server)["artifact"]["groupSize"] == 64)
         reasons = [e["reason"] for e in objects(server, EVENTS).values()]
         assert "Recreating" in reasons  # the downtime is in the Events

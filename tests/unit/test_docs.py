@@ -35,3 +35,16 @@ def test_the_readme_names_every_metric_the_operator_serves() -> None:
         and f"`...{name.removeprefix('quantwise_plan')}`" not in section  # the plan's, abridged
     ]
     assert missing == []
+
+
+def test_the_architecture_map_names_every_layer_and_module_of_the_operator() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Architecture") : readme.index("## Development")]
+    package = ROOT / "operator" / "quantwise"
+    layers = sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    assert len(layers) == 7
+    named = [f"{layer}/" for layer in layers]
+    named += [p.name for p in package.glob("*.py") if p.name != "__init__.py"]
+    for layer in ("handlers", "reconcile"):  # the operator's own: every module in the map
+        named += [p.name for p in (package / layer).glob("*.py") if p.name != "__init__.py"]
+    assert [name for name in named if name not in section] == []

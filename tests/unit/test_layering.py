@@ -48,3 +48,21 @@ def test_every_module_has_a_docstring() -> None:
         if ast.get_docstring(ast.parse(f.read_text())) is None
     ]
     assert missing == []
+
+
+def function_lengths() -> dict[str, int]:
+    """Lines of every function in the package (``def`` to its last line), by module:name."""
+    lengths: dict[str, int] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = f"{path.relative_to(PACKAGE)}:{node.name}"
+                lengths[name] = max(lengths.get(name, 0), (node.end_lineno or 0) - node.lineno + 1)
+    return lengths
+
+
+def test_functions_stay_short_and_reconcile_reads_as_its_stages() -> None:
+    lengths = function_lengths()
+    assert len(lengths) > 500
+    assert {name: n for name, n in lengths.items() if n > 80} == {}
+    assert lengths["reconcile/core.py:reconcile"] <= 60

@@ -61,8 +61,9 @@ def now() -> str:
 def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
     """What reconcile needs of ``model``, from the caches; and why the vLLM log was not read."""
     ns, name = model.namespace, model.name
+    spec_body, status_body = model.spec, model.status  # each parsed once here
     try:
-        spec: QuantizedModelSpec | None = QuantizedModelSpec.model_validate(model.spec)
+        spec: QuantizedModelSpec | None = QuantizedModelSpec.model_validate(spec_body)
     except ValueError:
         spec = None
     job, job_log = None, None
@@ -74,7 +75,7 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
             if job.pod_running:
                 job_log = read_job_log(rt, ns, pods[0])
     deployment = rt.applied("Deployment", ns, name)
-    plan = model.status.get("plan") or {}
+    plan = status_body.get("plan") or {}
     across_nodes = (plan.get("pipelineParallelSize") or 1) > 1
     lws_installed: bool | None = None
     lws: Applied | None = None
@@ -87,8 +88,8 @@ def observe(rt: Runtime, model: ModelView) -> tuple[Observation, str | None]:
     if ready and plan and not plan.get("measured"):
         vllm_log, log_error = read_vllm_log(rt, ns, name, leaders=across_nodes)
     obs = Observation(
-        name=name, namespace=ns, uid=model.uid, generation=model.generation, spec=model.spec,
-        status=model.status, annotations=model.annotations, job=job,
+        name=name, namespace=ns, uid=model.uid, generation=model.generation, spec=spec_body,
+        status=status_body, annotations=model.annotations, job=job,
         deployment=deployment.workload if deployment else None, now=now(),
         lws_installed=lws_installed, leader_worker_set=lws.workload if lws else None,
         inventory=(
