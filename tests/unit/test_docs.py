@@ -48,3 +48,20 @@ def test_the_architecture_map_names_every_layer_and_module_of_the_operator() -> 
     for layer in ("handlers", "reconcile"):  # the operator's own: every module in the map
         named += [p.name for p in (package / layer).glob("*.py") if p.name != "__init__.py"]
     assert [name for name in named if name not in section] == []
+
+
+def test_the_e2e_table_names_every_e2e_test() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### End to end on a real control plane") :]
+    section = section[: section.index("\n## ")]
+    tests = {
+        name.split("(")[0]
+        for path in (ROOT / "tests" / "e2e").glob("test_*.py")
+        for line in path.read_text().splitlines()
+        if line.startswith("def test_") and (name := line.removeprefix("def "))
+    }
+    assert len(tests) >= 17
+    named = {name for name in tests if f"`{name}" in section}
+    # The pair of admission tests share a row ("..._admits_every_example").
+    named |= {name for name in tests if f"..._{name.split('_api_server_')[-1]}`" in section}
+    assert sorted(tests - named) == []
