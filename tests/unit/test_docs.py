@@ -65,3 +65,8 @@ def test_the_e2e_table_names_every_e2e_test() -> None:
     # The pair of admission tests share a row ("..._admits_every_example").
     named |= {name for name in tests if f"..._{name.split('_api_server_')[-1]}`" in section}
     assert sorted(tests - named) == []
+
+
+def test_the_readme_counts_the_invalid_corpus() -> None:
+    specs = len(list((ROOT / "tests" / "fixtures" / "invalid").glob("*.yaml")))
+    assert f"(`tests/fixtures/invalid/`, {specs} specs)" in (ROOT / "README.md").read_text()
