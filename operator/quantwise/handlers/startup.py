@@ -30,11 +30,11 @@ def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     )
     settings.posting.level = logging.WARNING
     # Kopf runs a worker task per object with events, kept for idle_timeout after its last one
-    # (5 s by default; Kopf docs, "Configuration: Batching of events"). A fleet's children come
-    # in bursts: at a thousand models the idle workers were most of the peak memory (147 MiB,
-    # 108 MiB at 0.5 s; benchmarks/reconcile.py). The handlers only fill caches and wake models,
-    # so a worker made again for a later event costs little.
-    settings.batching.idle_timeout = 0.5
+    # (5 s by default; Kopf docs, "Configuration: Queueing"). A fleet's children come in bursts:
+    # at a thousand models the idle workers were most of the peak memory (147 MiB, 108 MiB at
+    # 0.5 s; benchmarks/reconcile.py). The handlers only fill caches and wake models, so a worker
+    # made again for a later event costs little.
+    settings.queueing.idle_timeout = 0.5
     # Watches end and restart every few minutes: a connection dropped silently by a load
     # balancer would otherwise stall events forever (Kopf docs, "Configuration: API timeouts").
     settings.watching.server_timeout = 300
