@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import ON_OUR_NODES, Cluster, Nodes, condition, create_model, wait_for
+from harness import ON_OUR_NODES, Cluster, Node, Nodes, condition, create_model, wait_for
 from test_loop import NAME, Watcher, manifest, volume
 
 # The labels GFD writes for one MIG profile (internal/lm/resource.go), as tests/unit/test_inventory.
@@ -43,6 +43,18 @@ def inventory_manifest(node_name: str) -> dict[str, Any]:
     return body
 
 
+def serve_on(
+    cluster: Cluster, namespace: str, node: Node, tiny_model: Path, calibration: Path,
+    run_operator: Any,
+) -> tuple[Watcher, dict[str, Any]]:  # fmt: skip
+    """The loop's model, planned from the inventory of ``node`` alone, and its status once Ready."""
+    volume(cluster, namespace, node, tiny_model, calibration)
+    run_operator(namespace)
+    watch = Watcher(cluster, namespace)
+    create_model(cluster, namespace, inventory_manifest(node.name))
+    return watch, watch.until("Ready", timeout=300)
+
+
 def served(cluster: Cluster, namespace: str) -> tuple[Any, Any]:
     """The Deployment and its pod, once the scheduler has bound the pod and it is ready."""
     dep = wait_for(lambda: cluster.apps.read_namespaced_deployment(NAME, namespace), 240,
@@ -62,11 +74,7 @@ def test_a_mig_node_serves_the_model_on_its_smallest_slice(
     node = nodes.start("qw-e2e-mig", labels=MIG_1G,
                        resources={"nvidia.com/mig-1g.10gb": "7", "nvidia.com/mig-3g.40gb": "2"})  # fmt: skip
     try:
-        volume(cluster, namespace, node, tiny_model, calibration)
-        run_operator(namespace)
-        watch = Watcher(cluster, namespace)
-        create_model(cluster, namespace, inventory_manifest(node.name))
-        status = watch.until("Ready", timeout=300)
+        watch, status = serve_on(cluster, namespace, node, tiny_model, calibration, run_operator)
         plan = status["plan"]
         assert plan["gpu"] == "H100-80GB-MIG-1g.10gb" and plan["gpuSource"] == "inventory"
         assert (plan["migProfile"], plan["gpuResource"], plan["memoryPolicy"]) == (
@@ -102,11 +110,7 @@ def test_a_time_sliced_gpu_is_planned_with_budget_within_its_share(
     node = nodes.start("qw-e2e-l4ts", gpus=1, product="NVIDIA-L4-SHARED", memory_mib=23034,
                        cc="8.9", labels=TIME_SLICED, resources={"nvidia.com/gpu": "2"})  # fmt: skip
     try:
-        volume(cluster, namespace, node, tiny_model, calibration)
-        run_operator(namespace)
-        watch = Watcher(cluster, namespace)
-        create_model(cluster, namespace, inventory_manifest(node.name))
-        status = watch.until("Ready", timeout=300)
+        _, status = serve_on(cluster, namespace, node, tiny_model, calibration, run_operator)
         plan = status["plan"]
         assert (plan["gpu"], plan["sharedBy"], plan["sharingStrategy"]) == ("L4", 2, "time-slicing")
         assert plan["memoryPolicy"] == "budget" and plan["tensorParallelSize"] == 1

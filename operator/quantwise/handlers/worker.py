@@ -245,7 +245,7 @@ def reconcile_model(rt: Runtime, key: ModelKey) -> Outcome | None:
         outcome = reconcile(obs, rt.settings, validator=validator)
         execute(rt, model, outcome)
         new = outcome.status.to_api()
-        patch = status_patch(model.status, new)
+        patch = status_patch(obs.status, new)  # the status observe() parsed
         if patch:
             written = rt.kube.patch_model_status(model.namespace, model.name, patch)
             if written is not None:
